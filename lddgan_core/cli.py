@@ -1,0 +1,160 @@
+"""Command line: ``lddgan`` / ``python -m lddgan_core``.
+
+    lddgan convert --config C.json --generator netG.pth --autoencoder ae.ckpt -o model.safetensors
+    lddgan sample [--model M] [--seed 0] [--batch 8] [--device cpu] [--out DIR | --grid FILE.png]
+    lddgan info [MODEL] [--json]
+    lddgan parity FIXTURE_DIR...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "lddgan_tiny_fixture.safetensors")
+
+
+def default_model_path() -> str:
+    """The model that ships with the pack (until the trained default lands: the official_tiny fixture,
+    random weights, converted to our format)."""
+    return DEFAULT_MODEL
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name}: CUDA is not available on this machine")
+    return name
+
+
+def cmd_convert(a) -> int:
+    import lddgan_core as L
+
+    if os.path.exists(a.output) and not a.overwrite:
+        raise SystemExit(f"error: {a.output!r} exists (pass --overwrite to replace it)")
+    m = L.load_official(a.config, a.generator, a.autoencoder, name=a.name)
+    m.save(a.output, dtype=a.dtype)
+    print(f"wrote {a.output} ({os.path.getsize(a.output) / 1e6:.2f} MB, {a.dtype or 'fp32'}): "
+          f"{m.config.name}, {m.config.image_size}px, T={m.num_timesteps}, latent {list(m.latent_shape)}")
+    return 0
+
+
+def cmd_sample(a) -> int:
+    import torch
+
+    import lddgan_core as L
+    from .images import load_image, make_grid, save_png, to_uint8
+
+    if a.batch < 1:
+        raise SystemExit("error: --batch must be >= 1")
+    if not (a.out or a.grid):
+        a.grid = "samples.png"
+    device = _device(a.device)
+    m = L.load(a.model or DEFAULT_MODEL, device=device)
+    kw = {}
+    if a.init:
+        img = load_image(a.init, m.config.image_size).to(device)
+        kw = dict(init_latent=m.encode(img).repeat(a.batch, 1, 1, 1), denoise=a.denoise)
+    t0 = time.perf_counter()
+    lat = m.sample(a.batch, a.seed, **kw)
+    images = m.decode(lat).clamp(-1, 1)
+    dt = time.perf_counter() - t0
+    written = []
+    if a.out:
+        arr = to_uint8(images)
+        for i in range(a.batch):
+            written.append(save_png(arr[i], os.path.join(a.out, f"{a.prefix}{a.seed + i:06d}.png")))
+    if a.grid:
+        written.append(save_png(make_grid(images, a.nrow), a.grid))
+    print(f"sampled {a.batch} image(s) of {m.config.image_size}px in {dt:.2f}s on {device} "
+          f"(seeds {a.seed}..{a.seed + a.batch - 1}); wrote {', '.join(written) if len(written) <= 3 else f'{len(written)} files'}")
+    return 0
+
+
+def cmd_info(a) -> int:
+    from .io import read_model_file
+
+    path = a.model or DEFAULT_MODEL
+    meta, tensors = read_model_file(path)
+    cfg = meta["config_dict"]
+    n = {p: sum(t.numel() for k, t in tensors.items() if k.startswith(p)) for p in ("generator.", "autoencoder.")}
+    dtypes = sorted({str(t.dtype).replace("torch.", "") for t in tensors.values()})
+    if a.json:
+        print(json.dumps({"path": path, "config": cfg, "parameters": n, "dtypes": dtypes}, indent=1))
+        return 0
+    g, ae, d = cfg["generator"], cfg["autoencoder"], cfg["diffusion"]
+    print(f"{path}\n  name          {cfg['name']}  (format {meta['format']} v{meta['format_version']}, {', '.join(dtypes)})")
+    print(f"  image         {cfg['image_size']}px -> latent {cfg['latent_shape']}, scale_factor {cfg['scale_factor']}")
+    print(f"  autoencoder   {ae['kind'].upper()} f={2 ** (len(ae['ch_mult']) - 1)}, ch {ae['ch']} x {ae['ch_mult']}, "
+          f"{n['autoencoder.'] / 1e6:.2f}M params")
+    print(f"  generator     NCSN++ nf {g['nf']} x {g['ch_mult']}, {g['num_res_blocks']} blocks, attn {g['attn_resolutions']}, "
+          f"nz {g['nz']}, {n['generator.'] / 1e6:.2f}M params")
+    print(f"  diffusion     T={d['num_timesteps']} {d['schedule']} beta [{d['beta_min']}, {d['beta_max']}]")
+    if cfg.get("provenance"):
+        print(f"  provenance    {cfg['provenance']}")
+    return 0
+
+
+def cmd_parity(a) -> int:
+    from .parity import main as parity_main
+
+    return parity_main(a.folders + (["--json"] if a.json else []))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lddgan", description="LDDGAN: convert official checkpoints, sample, inspect.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("convert", help="official files -> one .safetensors model")
+    c.add_argument("--config", required=True, help="official hyper-parameters (JSON)")
+    c.add_argument("--generator", required=True, help="official generator netG_*.pth")
+    c.add_argument("--autoencoder", required=True, help="LDM autoencoder .ckpt (or a state dict)")
+    c.add_argument("-o", "--output", required=True, help="output .safetensors")
+    c.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None, help="stored precision (default fp32)")
+    c.add_argument("--name", default=None, help="model name stored in the file")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(fn=cmd_convert)
+
+    s = sub.add_parser("sample", help="sample images (PNG files and/or a grid)")
+    s.add_argument("--model", default=None, help="our .safetensors model (default: the model shipped with the pack)")
+    s.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    s.add_argument("--batch", type=int, default=8)
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+    s.add_argument("--out", default=None, help="folder for one PNG per image")
+    s.add_argument("--grid", default=None, help="PNG file for a grid of all images (default samples.png if no --out)")
+    s.add_argument("--nrow", type=int, default=None, help="images per grid row")
+    s.add_argument("--prefix", default="lddgan_", help="file name prefix with --out")
+    s.add_argument("--init", default=None, help="image-to-image: start from this image")
+    s.add_argument("--denoise", type=float, default=0.5, help="with --init: 0 keeps the image, 1 ignores it")
+    s.set_defaults(fn=cmd_sample)
+
+    i = sub.add_parser("info", help="print a model's config")
+    i.add_argument("model", nargs="?", default=None)
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(fn=cmd_info)
+
+    q = sub.add_parser("parity", help="check against official fixture folders")
+    q.add_argument("folders", nargs="+")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(fn=cmd_parity)
+    return p
+
+
+def main(argv=None) -> int:
+    from .errors import LDDGANError
+
+    a = build_parser().parse_args(argv)
+    try:
+        return a.fn(a)
+    except (LDDGANError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Our one-file model format: a single ``.safetensors`` holding ``generator.*`` and ``autoencoder.*``
+weights (fp32, fp16 or bf16) with the complete ModelConfig as JSON in the metadata:
+
+    metadata = {"format": "lddgan", "format_version": "1", "config": <ModelConfig.to_json()>}
+
+Files are written to a temporary name in the target folder and renamed into place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import torch
+
+from .config import FORMAT_NAME, FORMAT_VERSION, ModelConfig
+from .errors import CheckpointError, ConfigError
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def parse_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        if dtype not in (None, torch.float32, torch.float16, torch.bfloat16):
+            raise ConfigError(f"dtype must be fp32, fp16 or bf16, got {dtype}")
+        return dtype
+    if str(dtype).lower() not in _DTYPES:
+        raise ConfigError(f"dtype must be one of fp32, fp16, bf16, got {dtype!r}")
+    return _DTYPES[str(dtype).lower()]
+
+
+def atomic_write(path: str | os.PathLike, write_fn) -> str:
+    """Call write_fn(tmp_path) then rename tmp_path to path; the temp file is removed on failure."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_model(model, path, dtype=None, overwrite: bool = True) -> str:
+    from safetensors.torch import save_file
+
+    dtype = parse_dtype(dtype)
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"{os.fspath(path)!r} exists; pass overwrite=True to replace it")
+    tensors = {}
+    for prefix, module in (("generator.", model.generator), ("autoencoder.", model.autoencoder)):
+        for k, v in module.state_dict().items():
+            v = v.detach().cpu()
+            if dtype is not None and v.is_floating_point():
+                v = v.to(dtype)
+            tensors[prefix + k] = v.contiguous()
+    meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "config": model.config.to_json()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def read_model_file(path) -> tuple[dict, dict]:
+    """(metadata, tensors) of an LDDGAN file, validated. Raises CheckpointError for foreign files."""
+    from .safe_load import read_safetensors
+
+    tensors, meta = read_safetensors(path, what="model file")
+    meta = dict(meta or {})
+    p = os.fspath(path)
+    if meta.get("format") != FORMAT_NAME or "config" not in meta:
+        raise CheckpointError(
+            f"model file {p!r} is a safetensors file but not an LDDGAN model (its metadata has no "
+            f"format='{FORMAT_NAME}' and config). Official checkpoints (netG_*.pth + autoencoder .ckpt) are "
+            f"imported with `lddgan convert` or lddgan_core.load_official().")
+    try:
+        ver = int(meta.get("format_version", "0"))
+    except ValueError:
+        ver = -1
+    if ver < 1 or ver > FORMAT_VERSION:
+        raise CheckpointError(f"model file {p!r}: format_version {meta.get('format_version')!r} is not supported "
+                              f"by this library (supports 1..{FORMAT_VERSION})")
+    try:
+        meta["config_dict"] = json.loads(meta["config"])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"model file {p!r}: config metadata is not valid JSON ({e})") from None
+    return meta, tensors
+
+
+def load_model(path, device="cpu", dtype=torch.float32):
+    """Load our format. dtype=None keeps the stored precision; otherwise weights are cast."""
+    from .model import LDDGAN
+
+    p = os.fspath(path)
+    meta, tensors = read_model_file(p)
+    try:
+        cfg = ModelConfig.from_dict(meta["config_dict"])
+    except ConfigError as e:
+        raise CheckpointError(f"model file {p!r}: {e}") from None
+    model = LDDGAN(cfg)
+    dtype = parse_dtype(dtype)
+    for prefix, module in (("generator.", model.generator), ("autoencoder.", model.autoencoder)):
+        target = module.state_dict()
+        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        missing = sorted(set(target) - set(sd))
+        unexpected = sorted(set(sd) - set(target))
+        shapes = [f"{k}: file {tuple(sd[k].shape)} vs config {tuple(target[k].shape)}"
+                  for k in sorted(set(sd) & set(target)) if sd[k].shape != target[k].shape]
+        if missing or unexpected or shapes:
+            raise CheckpointError(f"model file {p!r}: {prefix[:-1]} weights do not match its config: "
+                                  f"missing {missing[:20]}, unexpected {unexpected[:20]}, shape mismatches {shapes[:20]}")
+        module.load_state_dict(sd, strict=True)
+    stray = sorted(k for k in tensors if not k.startswith(("generator.", "autoencoder.")))
+    if stray:
+        raise CheckpointError(f"model file {p!r}: unexpected tensors {stray[:20]}")
+    stored = next(iter(tensors.values())).dtype if tensors else torch.float32
+    model = model.to(device=device, dtype=dtype or stored)
+    return model.eval()

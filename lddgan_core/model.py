@@ -1,0 +1,143 @@
+"""The LDDGAN model object: generator + autoencoder + schedule, with encode / decode / sample / save."""
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from .autoencoder import Autoencoder
+from .config import ModelConfig
+from .diffusion import DiffusionCoefficients, PosteriorCoefficients
+from .errors import InputError
+from .generator import Generator
+from .sampling import NoiseSource, noised_start, posterior_loop, start_step_for
+
+
+class LDDGAN(nn.Module):
+    """A complete LDDGAN. Latents handed in and out (``encode``/``decode``/``sample``) live in the
+    autoencoder's own, unscaled space; the generator works on latent / scale_factor."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.generator = Generator(config.generator)
+        self.autoencoder = Autoencoder(config.autoencoder)
+        # Plain tensors, not buffers: they are derived from the config and never saved.
+        self.coefficients = DiffusionCoefficients.from_config(config.diffusion)
+        self.posterior = PosteriorCoefficients.from_config(config.diffusion)
+
+    # -- properties -------------------------------------------------------------------------------------
+    @property
+    def num_timesteps(self) -> int:
+        return self.config.diffusion.num_timesteps
+
+    @property
+    def scale_factor(self) -> float:
+        return float(self.config.scale_factor)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return self.config.latent_shape
+
+    @property
+    def device(self) -> torch.device:
+        return self.generator.conv_in.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.generator.conv_in.weight.dtype
+
+    # -- autoencoder --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [-1, 1] -> autoencoder latent [B, C, H/f, W/f] (KL: posterior mean; VQ: pre-quantization)."""
+        return self.autoencoder.encode(images.to(self.device)).float()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Autoencoder latent [B, C, h, w] -> images [B, 3, h*f, w*f] in [-1, 1] (VQ quantizes first)."""
+        return self.autoencoder.decode(latents.to(self.device)).float()
+
+    # -- sampling -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, batch_size: int | None = None, seed: int | None = None, *, seeds: Sequence[int] | None = None,
+               x_T: torch.Tensor | None = None, step_z=None, step_noise=None,
+               init_latent: torch.Tensor | None = None, denoise: float = 1.0, start_step: int | None = None,
+               latent_size: tuple[int, int] | None = None, callback: Callable | None = None,
+               return_trajectory: bool = False):
+        """T-step posterior sampling; returns the final latent times scale_factor (what ``decode`` takes).
+
+        Randomness: ``seed`` (sample b uses seed + b) or ``seeds`` (one per sample), drawn on the CPU per
+        sample so results do not depend on batch size or device; or explicit ``x_T`` [B, C, h, w],
+        ``step_z`` [S, B, nz] and ``step_noise`` [S, B, C, h, w] in the official loop order.
+        Image-to-image / variations: ``init_latent`` (autoencoder space) is noised with q(x_k | x_0) to
+        grid point k = ``start_step`` (or round(denoise * T)) and the remaining k steps are run; with
+        ``x_T`` given it is the noise used for that q-sample. denoise=1 ignores the input (pure noise),
+        denoise=0 returns it unchanged.
+        """
+        T = self.num_timesteps
+        C, h, w = self.latent_shape
+        if latent_size is not None:
+            h, w = int(latent_size[0]), int(latent_size[1])
+        if init_latent is not None:
+            self.autoencoder.check_latents(init_latent, "init_latent")
+            B = init_latent.shape[0]
+            h, w = init_latent.shape[2:]
+        elif x_T is not None:
+            B = x_T.shape[0]
+        elif seeds is not None:
+            B = len(seeds)
+        elif batch_size is not None:
+            B = int(batch_size)
+        else:
+            raise InputError("sample: give batch_size with seed, seeds, x_T, or init_latent")
+        if B < 1:
+            raise InputError(f"sample: batch size must be >= 1, got {B}")
+        if seeds is None and seed is not None:
+            seeds = [int(seed) + b for b in range(B)]
+        if seeds is not None and len(seeds) != B:
+            raise InputError(f"sample: {len(seeds)} seeds given for a batch of {B}")
+        if x_T is not None and tuple(x_T.shape) != (B, C, h, w):
+            raise InputError(f"sample x_T: expected shape {(B, C, h, w)}, got {tuple(x_T.shape)}")
+
+        k = T if start_step is None else int(start_step)
+        if init_latent is not None and start_step is None:
+            k = start_step_for(denoise, T)
+        if not 0 <= k <= T:
+            raise InputError(f"sample: start_step must be in 0..{T}, got {k}")
+        if step_z is not None and (len(step_z) < k or tuple(step_z[0].shape) != (B, self.config.generator.nz)):
+            raise InputError(f"sample step_z: expected [{k}, {B}, {self.config.generator.nz}], got "
+                             f"{[len(step_z)] + list(step_z[0].shape) if len(step_z) else []}")
+        if step_noise is not None and (len(step_noise) < k or tuple(step_noise[0].shape) != (B, C, h, w)):
+            raise InputError(f"sample step_noise: expected [{k}, {B}, {C}, {h}, {w}]")
+
+        src = NoiseSource((B, C, h, w), self.config.generator.nz, seeds, x_T, step_z, step_noise)
+        sf, dev = self.scale_factor, self.device
+        if init_latent is not None and k < T:
+            if k == 0:
+                out = init_latent.float().clone()
+                return (out, [out / sf], []) if return_trajectory else out
+            x = noised_start(self.coefficients, init_latent.float().cpu() / sf, k, src.initial().float())
+        else:
+            x = src.initial().float()
+        was_training = self.training
+        self.eval()
+        try:
+            x, traj, x0s = posterior_loop(self.generator, self.posterior, x.to(dev), k, src, callback)
+        finally:
+            self.train(was_training)
+        out = x * sf
+        return (out, traj, x0s) if return_trajectory else out
+
+    @torch.no_grad()
+    def generate(self, batch_size: int = 1, seed: int = 0, **kw) -> torch.Tensor:
+        """Sample and decode: images [B, 3, H, W] in [-1, 1]."""
+        return self.decode(self.sample(batch_size, seed, **kw)).clamp(-1, 1)
+
+    # -- persistence ----------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, dtype: torch.dtype | str | None = None) -> str:
+        """Write our one-file format (see ``lddgan_core.io``) atomically; returns the path."""
+        from .io import save_model
+        return save_model(self, path, dtype=dtype)

@@ -1,0 +1,58 @@
+"""Shared fixtures: the official-format fixture set, the model loaded from it, and tiny random models."""
+import os
+import pathlib
+
+import pytest
+import torch
+
+import lddgan_core as L
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def fixtures_dir() -> pathlib.Path:
+    """$LDDGAN_FIXTURES_DIR, else <repo>/../shared/fixtures/official_tiny."""
+    env = os.environ.get("LDDGAN_FIXTURES_DIR")
+    return pathlib.Path(env) if env else REPO.parent / "shared" / "fixtures" / "official_tiny"
+
+
+@pytest.fixture(scope="session")
+def official_tiny() -> pathlib.Path:
+    """Folder with config.json, netG.pth, autoencoder.ckpt, cases.safetensors (skips if absent)."""
+    d = fixtures_dir()
+    if not all((d / f).is_file() for f in ("config.json", "netG.pth", "autoencoder.ckpt")):
+        pytest.skip(f"official_tiny fixtures not found in {d} (set LDDGAN_FIXTURES_DIR)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model(official_tiny) -> L.LDDGAN:
+    """The fixture's official files loaded with load_official (fp32, CPU, eval). Do not modify it."""
+    return L.load_official(official_tiny / "config.json", official_tiny / "netG.pth",
+                           official_tiny / "autoencoder.ckpt")
+
+
+def tiny_config(kind: str = "kl", T: int = 4) -> L.ModelConfig:
+    """A tiny architecture: latent 4x8x8 (KL) or 3x8x8 with a 16-entry codebook (VQ), images 16x16."""
+    C = 4 if kind == "kl" else 3
+    gen = L.GeneratorConfig(in_channels=C, image_size=8, nf=8, ch_mult=(1, 2), num_res_blocks=1,
+                            attn_resolutions=(4,), nz=6, z_emb_dim=12, n_mlp=1)
+    ae = L.AutoencoderConfig(kind=kind, embed_dim=C, z_channels=C, ch=32, ch_mult=(1, 2), num_res_blocks=1,
+                             attn_resolutions=(), resolution=16, double_z=(kind == "kl"),
+                             n_embed=16 if kind == "vq" else None)
+    return L.ModelConfig(generator=gen, autoencoder=ae, diffusion=L.DiffusionConfig(num_timesteps=T),
+                         scale_factor=2.0, image_size=16, name=f"tiny_{kind}",
+                         provenance={"source": "random", "kind": kind})
+
+
+@pytest.fixture
+def random_model():
+    """Factory: random_model(kind="kl"|"vq", seed=0, T=4) -> a tiny randomly initialised LDDGAN (eval)."""
+    def make(kind: str = "kl", seed: int = 0, T: int = 4) -> L.LDDGAN:
+        torch.manual_seed(seed)
+        m = L.LDDGAN(tiny_config(kind, T))
+        with torch.no_grad():  # so GroupNorm affines are not exactly 1 / 0 and every tensor matters
+            for p in m.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        return m.eval()
+    return make
