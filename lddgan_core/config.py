@@ -20,6 +20,11 @@ def _from_dict(cls, d: dict[str, Any], where: str):
     unknown = sorted(set(d) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields are {sorted(names)}")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in d]
+    if missing:
+        raise ConfigError(f"{where}: missing required field(s) {missing}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in d:

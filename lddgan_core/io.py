@@ -68,9 +68,20 @@ def read_model_file(path) -> tuple[dict, dict]:
     """(metadata, tensors) of an LDDGAN file, validated. Raises CheckpointError for foreign files."""
     from .safe_load import read_safetensors
 
-    tensors, meta = read_safetensors(path, what="model file")
-    meta = dict(meta or {})
     p = os.fspath(path)
+    if os.path.isfile(p):  # name the actual kind of file instead of "bad safetensors header"
+        with open(p, "rb") as f:
+            head = f.read(9)
+        if head.startswith(b"PK\x03\x04"):
+            raise CheckpointError(
+                f"model file {p!r} is a torch.save checkpoint, not an LDDGAN .safetensors model. Official "
+                f"checkpoints (netG_*.pth + autoencoder .ckpt) are imported with `lddgan convert` or "
+                f"lddgan_core.load_official().")
+        if len(head) == 9 and head[8:9] != b"{":
+            raise CheckpointError(f"model file {p!r} is not a safetensors file (starts with {head[:8]!r}); "
+                                  f"expected an LDDGAN .safetensors model written by LDDGAN.save()")
+    tensors, meta = read_safetensors(path, what="model")
+    meta = dict(meta or {})
     if meta.get("format") != FORMAT_NAME or "config" not in meta:
         raise CheckpointError(
             f"model file {p!r} is a safetensors file but not an LDDGAN model (its metadata has no "

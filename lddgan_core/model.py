@@ -95,6 +95,11 @@ class LDDGAN(nn.Module):
             raise InputError("sample: give batch_size with seed, seeds, x_T, or init_latent")
         if B < 1:
             raise InputError(f"sample: batch size must be >= 1, got {B}")
+        if batch_size is not None and int(batch_size) != B:
+            raise InputError(f"sample: batch_size={batch_size} contradicts the batch of {B} given by "
+                             f"{'init_latent' if init_latent is not None else 'x_T' if x_T is not None else 'seeds'}")
+        if not 0.0 <= float(denoise) <= 1.0:
+            raise InputError(f"sample: denoise must be in [0, 1], got {denoise}")
         if seeds is None and seed is not None:
             seeds = [int(seed) + b for b in range(B)]
         if seeds is not None and len(seeds) != B:
@@ -132,8 +137,11 @@ class LDDGAN(nn.Module):
         return (out, traj, x0s) if return_trajectory else out
 
     @torch.no_grad()
-    def generate(self, batch_size: int = 1, seed: int = 0, **kw) -> torch.Tensor:
-        """Sample and decode: images [B, 3, H, W] in [-1, 1]."""
+    def generate(self, batch_size: int | None = None, seed: int = 0, **kw) -> torch.Tensor:
+        """Sample and decode: images [B, 3, H, W] in [-1, 1] (one image unless seeds / x_T / init_latent
+        set the batch)."""
+        if batch_size is None and all(kw.get(k) is None for k in ("seeds", "x_T", "init_latent")):
+            batch_size = 1
         return self.decode(self.sample(batch_size, seed, **kw)).clamp(-1, 1)
 
     # -- persistence ----------------------------------------------------------------------------------------

@@ -292,6 +292,8 @@ def _check_generator_file(sd: dict, what: str):
     if not any(k.startswith("all_modules.") for k in sd):
         hint = " (it looks like an autoencoder checkpoint)" if any(
             k.startswith(("encoder.", "decoder.", "first_stage_model.")) for k in sd) else ""
+        if any(k.startswith("generator.") for k in sd) and any(k.startswith("autoencoder.") for k in sd):
+            hint = " (it looks like an LDDGAN model file already converted: open it with lddgan_core.load())"
         raise CheckpointError(f"{what}: no 'all_modules.*' keys: not an official LDDGAN generator{hint}")
 
 
@@ -304,7 +306,7 @@ def load_official(config, generator, autoencoder, *, device="cpu", dtype=torch.f
     gk, ae_cfg, diff, sf, image_size, cfg_name = parse_official_config(config)
     gwhat = f"generator file {os.fspath(generator)!r}" if not isinstance(generator, dict) else "generator state dict"
     awhat = f"autoencoder file {os.fspath(autoencoder)!r}" if not isinstance(autoencoder, dict) else "autoencoder state dict"
-    gsd = generator if isinstance(generator, dict) else read_state_dict(generator, what="generator file")
+    gsd = generator if isinstance(generator, dict) else read_state_dict(generator, what="generator")
     if isinstance(gsd, dict) and isinstance(gsd.get("state_dict"), dict):
         gsd = gsd["state_dict"]
     gsd = strip_ddp_prefix(_tensor_dict(gsd, gwhat))
@@ -324,7 +326,7 @@ def load_official(config, generator, autoencoder, *, device="cpu", dtype=torch.f
     g_target = model.generator.state_dict()
     g_sd = map_state_dict(gsd, generator_key_map(gcfg), g_target, gwhat)
 
-    asd_raw = autoencoder if isinstance(autoencoder, dict) else read_state_dict(autoencoder, what="autoencoder file")
+    asd_raw = autoencoder if isinstance(autoencoder, dict) else read_state_dict(autoencoder, what="autoencoder")
     asd = extract_autoencoder_state_dict(asd_raw, awhat)
     if any(k.startswith("all_modules.") or k.startswith("z_transform.") for k in asd):
         raise CheckpointError(f"{awhat}: holds generator keys (all_modules.*): were generator and autoencoder swapped?")
