@@ -53,12 +53,14 @@ class LDDGAN(nn.Module):
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [-1, 1] -> autoencoder latent [B, C, H/f, W/f] (KL: posterior mean; VQ: pre-quantization)."""
-        return self.autoencoder.encode(images.to(self.device)).float()
+        images = images.to(self.device) if torch.is_tensor(images) else images  # else: checked below
+        return self.autoencoder.encode(images).float()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Autoencoder latent [B, C, h, w] -> images [B, 3, h*f, w*f] in [-1, 1] (VQ quantizes first)."""
-        return self.autoencoder.decode(latents.to(self.device)).float()
+        latents = latents.to(self.device) if torch.is_tensor(latents) else latents  # else: checked below
+        return self.autoencoder.decode(latents).float()
 
     # -- sampling -----------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -317,11 +317,15 @@ def load_official(config, generator, autoencoder, *, device="cpu", dtype=torch.f
             raise CheckpointError(f"{gwhat}: the config says {k}={gk[k]} but the checkpoint's z_transform has {k}={v}; "
                                   f"fix the config or remove {k!r} from it to use the checkpoint's value")
         gk.setdefault(k, v)
-    gcfg = GeneratorConfig(**gk)
-    mcfg = ModelConfig(generator=gcfg, autoencoder=ae_cfg, diffusion=diff, scale_factor=sf, image_size=image_size,
-                       name=name or cfg_name,
-                       provenance={"source": "official", "generator": os.path.basename(str(generator)) if not isinstance(generator, dict) else "",
-                                   "autoencoder": os.path.basename(str(autoencoder)) if not isinstance(autoencoder, dict) else ""})
+    try:
+        gcfg = GeneratorConfig(**gk)
+        mcfg = ModelConfig(generator=gcfg, autoencoder=ae_cfg, diffusion=diff, scale_factor=sf, image_size=image_size,
+                           name=name or cfg_name,
+                           provenance={"source": "official", "generator": os.path.basename(str(generator)) if not isinstance(generator, dict) else "",
+                                       "autoencoder": os.path.basename(str(autoencoder)) if not isinstance(autoencoder, dict) else ""})
+    except ConfigError as e:  # name the config the contradiction came from
+        where = "official config" if isinstance(config, dict) else f"official config {os.fspath(config)!r}"
+        raise ConfigError(f"{where}: {e}") from None
     model = LDDGAN(mcfg)
     g_target = model.generator.state_dict()
     g_sd = map_state_dict(gsd, generator_key_map(gcfg), g_target, gwhat)
