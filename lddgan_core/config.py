@@ -35,7 +35,7 @@ def _from_dict(cls, d: dict[str, Any], where: str):
         kwargs[f.name] = v
     try:
         return cls(**kwargs)
-    except TypeError as e:  # missing required field
+    except TypeError as e:  # e.g. a value the constructor cannot take
         raise ConfigError(f"{where}: {e}") from None
 
 

@@ -297,6 +297,33 @@ def _check_generator_file(sd: dict, what: str):
         raise CheckpointError(f"{what}: no 'all_modules.*' keys: not an official LDDGAN generator{hint}")
 
 
+def _sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _provenance(config, generator, autoencoder) -> dict:
+    """Where the weights came from: file names and sha256 of the official files, library version."""
+    from . import __version__
+
+    out = {"source": "official", "converter": f"lddgan_core {__version__}"}
+    for key, src in (("generator", generator), ("autoencoder", autoencoder)):
+        if not isinstance(src, dict):
+            out[key] = os.path.basename(os.fspath(src))
+            out[f"{key}_sha256"] = _sha256(src)
+    if not isinstance(config, dict):
+        out["config"] = os.path.basename(os.fspath(config))
+    d = _read_json(config)
+    if isinstance(d, dict) and d.get("official_commit"):
+        out["official_commit"] = str(d["official_commit"])
+    return out
+
+
 def load_official(config, generator, autoencoder, *, device="cpu", dtype=torch.float32, name: str | None = None):
     """Build an LDDGAN from the official files: ``config`` (JSON path or dict), ``generator`` (netG_*.pth)
     and ``autoencoder`` (LDM .ckpt, or a state dict file). Paths may also be already-loaded dicts."""
@@ -321,8 +348,7 @@ def load_official(config, generator, autoencoder, *, device="cpu", dtype=torch.f
         gcfg = GeneratorConfig(**gk)
         mcfg = ModelConfig(generator=gcfg, autoencoder=ae_cfg, diffusion=diff, scale_factor=sf, image_size=image_size,
                            name=name or cfg_name,
-                           provenance={"source": "official", "generator": os.path.basename(str(generator)) if not isinstance(generator, dict) else "",
-                                       "autoencoder": os.path.basename(str(autoencoder)) if not isinstance(autoencoder, dict) else ""})
+                           provenance=_provenance(config, generator, autoencoder))
     except ConfigError as e:  # name the config the contradiction came from
         where = "official config" if isinstance(config, dict) else f"official config {os.fspath(config)!r}"
         raise ConfigError(f"{where}: {e}") from None
