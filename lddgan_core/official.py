@@ -33,7 +33,7 @@ _IGNORED_GENERATOR_ARGS = {
     "node_rank", "local_rank", "master_address", "master_port", "datadir", "t_emb_dim", "num_disc_layers",
     "rec_loss", "sigmoid_learning", "AutoEncoder_config", "AutoEncoder_ckpt", "resume", "ori_image_size",
     "fourier_scale", "progressive_combine", "resamp_with_conv", "beta_min", "beta_max", "num_timesteps",
-    "use_geometric", "scale_factor", "net_type", "use_pytorch_wavelet", "nz_given",
+    "use_geometric", "scale_factor", "net_type", "use_pytorch_wavelet",
 }
 # Architecture options our generator implements only in one setting (the one LDDGAN uses).
 _FIXED_GENERATOR_ARGS = {
@@ -65,31 +65,74 @@ def _section(d: dict, name: str, where: str) -> dict:
     return d[name]
 
 
-def parse_generator_args(g: dict, where: str = "official config") -> dict:
+def _ints(v, name: str, where: str) -> tuple[int, ...]:
+    """A list of ints; a single int (argparse nargs='+' with one value) is accepted as a one-item list."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        v = [v]
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise ConfigError(f"{where}: {name} must be a list of integers, got {v!r}")
+    return tuple(int(x) for x in v)
+
+
+def _bool(v, name: str, where: str) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+        return v.strip().lower() == "true"
+    raise ConfigError(f"{where}: {name} must be true or false, got {v!r}")
+
+
+def _num(v, name: str, where: str, cast=int, default=None):
+    if v is None and default is not None:
+        return default
+    try:
+        if isinstance(v, bool):
+            raise TypeError
+        return cast(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {name} must be a number, got {v!r}") from None
+
+
+def parse_generator_args(g: dict, where: str = "official config", latent_size: int | None = None,
+                         pixel_size: int | None = None) -> dict:
     """Official generator argparse values -> GeneratorConfig kwargs (nz / n_mlp / z_emb_dim may be absent)."""
     g = dict(g)
+    norm = lambda v: v.lower() if isinstance(v, str) else v  # the official code lower-cases these options
     for k, want in _FIXED_GENERATOR_ARGS.items():
-        if k in g and g[k] != want:
+        if k in g and norm(g[k]) != want:
             raise ConfigError(f"{where}: generator.{k} = {g[k]!r} is not supported (LDDGAN uses {want!r})")
-    if g.get("progressive_input", "residual") not in ("residual", "none"):
+    if norm(g.get("net_type", "normal")) != "normal":
+        raise ConfigError(f"{where}: generator.net_type = {g['net_type']!r} is not supported (only 'normal' NCSN++)")
+    pin = norm(g.get("progressive_input", "residual"))
+    if pin not in ("residual", "none"):
         raise ConfigError(f"{where}: generator.progressive_input = {g['progressive_input']!r} is not supported "
                           "(use 'residual' or 'none')")
+    # The official test script runs G at --current_resolution (the latent size); --image_size is either
+    # that same number (as in the fixtures) or the pixel size when current_resolution is given.
     latent = g.get("current_resolution", g.get("image_size"))
+    if "current_resolution" not in g and latent_size is not None and latent in (None, pixel_size):
+        latent = latent_size  # generator.image_size holds the pixel size: take the latent size from latent_shape
     missing = [k for k in ("num_channels", "num_channels_dae", "ch_mult", "num_res_blocks", "attn_resolutions")
                if k not in g] + ([] if latent is not None else ["image_size (the latent size)"])
     if missing:
         raise ConfigError(f"{where}: generator section lacks {missing}")
+    w = f"{where}: generator"
     out = dict(
-        in_channels=int(g["num_channels"]), image_size=int(latent), nf=int(g["num_channels_dae"]),
-        ch_mult=tuple(int(v) for v in g["ch_mult"]), num_res_blocks=int(g["num_res_blocks"]),
-        attn_resolutions=tuple(int(v) for v in g["attn_resolutions"]), dropout=float(g.get("dropout", 0.0)),
-        fir_kernel=tuple(int(v) for v in g.get("fir_kernel", (1, 3, 3, 1))),
-        skip_rescale=bool(g.get("skip_rescale", True)), progressive_input=g.get("progressive_input", "residual"),
-        use_tanh=not bool(g.get("not_use_tanh", False)), centered=bool(g.get("centered", True)),
+        in_channels=_num(g["num_channels"], "num_channels", w), image_size=_num(latent, "image_size", w),
+        nf=_num(g["num_channels_dae"], "num_channels_dae", w), ch_mult=_ints(g["ch_mult"], "ch_mult", w),
+        num_res_blocks=_num(g["num_res_blocks"], "num_res_blocks", w),
+        attn_resolutions=_ints(g["attn_resolutions"], "attn_resolutions", w),
+        dropout=_num(g.get("dropout"), "dropout", w, float, 0.0),
+        fir_kernel=_ints(g.get("fir_kernel", (1, 3, 3, 1)), "fir_kernel", w),
+        skip_rescale=_bool(g.get("skip_rescale", True), "skip_rescale", w), progressive_input=pin,
+        use_tanh=not _bool(g.get("not_use_tanh", False), "not_use_tanh", w),
+        centered=_bool(g.get("centered", True), "centered", w),
     )
     for k in ("nz", "z_emb_dim", "n_mlp"):
         if g.get(k) is not None:
-            out[k] = int(g[k])
+            out[k] = _num(g[k], k, w)
     known = set(_FIXED_GENERATOR_ARGS) | _IGNORED_GENERATOR_ARGS | {
         "num_channels", "num_channels_dae", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout",
         "fir_kernel", "skip_rescale", "progressive_input", "not_use_tanh", "centered", "image_size",
@@ -101,6 +144,8 @@ def parse_generator_args(g: dict, where: str = "official config") -> dict:
 
 
 def parse_autoencoder_args(a: dict, where: str = "official config") -> AutoencoderConfig:
+    if isinstance(a.get("params"), dict):  # LDM yaml form: {target, params: {embed_dim, n_embed, ddconfig}}
+        a = {**a["params"], **{k: v for k, v in a.items() if k != "params"}}
     kind = a.get("kind")
     target = str(a.get("target", ""))
     if kind is None:
@@ -115,18 +160,23 @@ def parse_autoencoder_args(a: dict, where: str = "official config") -> Autoencod
         raise ConfigError(f"{where}: autoencoder.ddconfig (an object) is missing")
     if dd.get("attn_type", "vanilla") != "vanilla":
         raise ConfigError(f"{where}: autoencoder attn_type {dd['attn_type']!r} is not supported (only 'vanilla')")
+    w = f"{where}: autoencoder"
     try:
         cfg = AutoencoderConfig(
-            kind=kind, embed_dim=int(a["embed_dim"]), z_channels=int(dd["z_channels"]), ch=int(dd["ch"]),
-            ch_mult=tuple(int(v) for v in dd["ch_mult"]), num_res_blocks=int(dd["num_res_blocks"]),
-            attn_resolutions=tuple(int(v) for v in dd.get("attn_resolutions", ())),
-            dropout=float(dd.get("dropout", 0.0)), resolution=int(dd["resolution"]),
-            in_channels=int(dd.get("in_channels", 3)), out_ch=int(dd.get("out_ch", 3)),
-            double_z=bool(dd.get("double_z", kind == "kl")), tanh_out=bool(dd.get("tanh_out", False)),
-            n_embed=None if a.get("n_embed") is None else int(a["n_embed"]),
+            kind=str(kind).lower(), embed_dim=_num(a["embed_dim"], "embed_dim", w),
+            z_channels=_num(dd["z_channels"], "z_channels", w), ch=_num(dd["ch"], "ch", w),
+            ch_mult=_ints(dd["ch_mult"], "ch_mult", w), num_res_blocks=_num(dd["num_res_blocks"], "num_res_blocks", w),
+            attn_resolutions=_ints(dd.get("attn_resolutions", ()), "attn_resolutions", w),
+            dropout=_num(dd.get("dropout"), "dropout", w, float, 0.0), resolution=_num(dd["resolution"], "resolution", w),
+            in_channels=_num(dd.get("in_channels", 3), "in_channels", w), out_ch=_num(dd.get("out_ch", 3), "out_ch", w),
+            double_z=_bool(dd.get("double_z", kind == "kl"), "double_z", w),
+            tanh_out=_bool(dd.get("tanh_out", False), "tanh_out", w),
+            n_embed=None if a.get("n_embed") is None else _num(a["n_embed"], "n_embed", w),
         )
     except KeyError as e:
         raise ConfigError(f"{where}: autoencoder config lacks {e.args[0]!r}") from None
+    if _bool(dd.get("use_linear_attn", False), "use_linear_attn", w):
+        raise ConfigError(f"{where}: autoencoder use_linear_attn is not supported (only vanilla attention)")
     f = a.get("downsample_factor")
     if f is not None and int(f) != cfg.downsample_factor:
         raise ConfigError(f"{where}: autoencoder.downsample_factor {f} contradicts ch_mult "
@@ -141,24 +191,29 @@ def parse_official_config(config) -> tuple[dict, AutoencoderConfig, DiffusionCon
     where = "official config" if isinstance(config, dict) else f"official config {os.fspath(config)!r}"
     if not isinstance(d, dict):
         raise ConfigError(f"{where}: expected a JSON object")
-    gk = parse_generator_args(_section(d, "generator", where), where)
+    ls = d.get("latent_shape")
+    latent_size = int(ls[-1]) if isinstance(ls, (list, tuple)) and len(ls) == 3 else None
+    gk = parse_generator_args(_section(d, "generator", where), where, latent_size, d.get("image_size"))
     ae = parse_autoencoder_args(_section(d, "autoencoder", where), where)
     dsec = d.get("diffusion", {})
     if not isinstance(dsec, dict):
         raise ConfigError(f"{where}: 'diffusion' must be an object")
     g = d["generator"]
-    T = dsec.get("num_timesteps", g.get("num_timesteps"))
+    pick = lambda k, default=None: dsec.get(k, d.get(k, g.get(k, default)))  # diffusion section, top level, generator
+    T = pick("num_timesteps")
     if T is None:
         raise ConfigError(f"{where}: diffusion.num_timesteps is missing")
+    w = f"{where}: diffusion"
     diff = DiffusionConfig(
-        num_timesteps=int(T), beta_min=float(dsec.get("beta_min", g.get("beta_min", 0.1))),
-        beta_max=float(dsec.get("beta_max", g.get("beta_max", 20.0))),
-        schedule="geometric" if dsec.get("use_geometric", g.get("use_geometric", False)) else "vp")
+        num_timesteps=_num(T, "num_timesteps", w), beta_min=_num(pick("beta_min", 0.1), "beta_min", w, float),
+        beta_max=_num(pick("beta_max", 20.0), "beta_max", w, float),
+        schedule="geometric" if _bool(pick("use_geometric", False), "use_geometric", w) else "vp")
     sf = d.get("scale_factor", g.get("scale_factor"))
     if sf is None:
         raise ConfigError(f"{where}: scale_factor is missing")
     image_size = d.get("image_size") or gk["image_size"] * ae.downsample_factor
-    return gk, ae, diff, float(sf), int(image_size), str(d.get("name", "lddgan"))
+    return (gk, ae, diff, _num(sf, "scale_factor", where, float), _num(image_size, "image_size", where),
+            str(d.get("name", "lddgan")))
 
 
 # ----------------------------------------------------------------------------------------------------
