@@ -4,6 +4,10 @@
     lddgan sample [--model M] [--seed 0] [--batch 8] [--device cpu] [--out DIR | --grid FILE.png]
     lddgan info [MODEL] [--json]
     lddgan parity FIXTURE_DIR...
+    lddgan list [--manifest FILE] [--dest DIR] [--json]
+    lddgan download ID [--manifest FILE] [--dest DIR]
+
+MODEL may also be a manifest id (e.g. cifar10) of a model installed with ``lddgan download``.
 """
 from __future__ import annotations
 
@@ -20,6 +24,23 @@ def default_model_path() -> str:
     """The model that ships with the pack (until the trained default lands: the official_tiny fixture,
     random weights, converted to our format)."""
     return DEFAULT_MODEL
+
+
+def _model_path(name: str | None) -> str:
+    """A file path as given; a manifest id (not a file) resolves to its installed model in the default folder."""
+    if not name:
+        return DEFAULT_MODEL
+    if os.path.exists(name) or os.sep in name or name.endswith(".safetensors"):
+        return name
+    from . import zoo
+
+    try:
+        m = zoo.load_manifest()
+    except zoo.ZooError:
+        return name  # no usable manifest: let the loader report the missing file
+    if name not in m.entries and not any(r.get("id") == name for r in m.unavailable):
+        return name
+    return zoo.ensure(name, zoo.default_dest(), manifest=m, allow_download=False)
 
 
 def _device(name: str):
@@ -55,7 +76,7 @@ def cmd_sample(a) -> int:
     if not (a.out or a.grid):
         a.grid = "samples.png"
     device = _device(a.device)
-    m = L.load(a.model or DEFAULT_MODEL, device=device)
+    m = L.load(_model_path(a.model), device=device)
     kw = {}
     if a.init:
         img = load_image(a.init, m.config.image_size).to(device)
@@ -79,7 +100,7 @@ def cmd_sample(a) -> int:
 def cmd_info(a) -> int:
     from .io import read_model_file
 
-    path = a.model or DEFAULT_MODEL
+    path = _model_path(a.model)
     meta, tensors = read_model_file(path)
     cfg = meta["config_dict"]
     n = {p: sum(t.numel() for k, t in tensors.items() if k.startswith(p)) for p in ("generator.", "autoencoder.")}
@@ -106,8 +127,84 @@ def cmd_parity(a) -> int:
     return parity_main(a.folders + (["--json"] if a.json else []))
 
 
+class ProgressBar:
+    """A one-line byte counter on stderr (redrawn at most 10x a second on a terminal; one line per file
+    otherwise). Call it as ``progress(done, total)``; total may be None."""
+
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.width, self.t0, self.last, self.start, self.state = width, None, 0.0, 0, (0, None)
+
+    def __call__(self, done: int, total, finished: bool = False):
+        now = time.monotonic()
+        if self.t0 is None or done < self.start:  # a new file (or a restart from zero)
+            self.t0, self.start, self.last = now, done, 0.0
+        self.state = (done, total)
+        finished = finished or (total is not None and done >= total)
+        if not finished and (not self.tty or now - self.last < 0.1):
+            return
+        self.last = now
+        rate = (done - self.start) / max(now - self.t0, 1e-6) / 1e6
+        if total:
+            n = int(self.width * done / total)
+            line = f"[{'#' * n}{'.' * (self.width - n)}] {done / 1e6:8.1f} / {total / 1e6:.1f} MB {100 * done / total:5.1f}%"
+        else:
+            line = f"{done / 1e6:8.1f} MB"
+        self.stream.write(("\r" if self.tty else "") + f"  {line}  {rate:6.1f} MB/s" + ("\n" if finished or not self.tty else ""))
+        self.stream.flush()
+        if finished:
+            self.t0 = None
+
+    def close(self):
+        """End the line of a file whose size was unknown (the others end themselves)."""
+        if self.t0 is not None:
+            self(*self.state, finished=True)
+
+
+def cmd_list(a) -> int:
+    from . import zoo
+
+    m = zoo.load_manifest(a.manifest)
+    dest = a.dest or zoo.default_dest()
+    if a.json:
+        out = {"manifest": m.path, "dest": os.path.abspath(dest),
+               "entries": [{**e.raw, "installed": zoo.is_installed(e, dest), "path": os.path.join(os.path.abspath(dest), e.target)}
+                           for e in m.entries.values()],
+               "unavailable": list(m.unavailable)}
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"{m.path}  (installed = present in {os.path.abspath(dest)})")
+    for e in m.entries.values():
+        size = f"{e.size / 1e6:.0f} MB" if e.size else "size ?"
+        state = "installed" if zoo.is_installed(e, dest) else "download"
+        print(f"  {e.id:22s} {e.kind:21s} {state:9s} {size:>8s}  {e.name}")
+    for r in m.unavailable:
+        print(f"  {r['id']:22s} {'unavailable':21s} {'-':9s} {'':>8s}  {r['name']}\n{'':>26s}{r['reason']}")
+    return 0
+
+
+def cmd_download(a) -> int:
+    from . import zoo
+
+    dest = a.dest or zoo.default_dest()
+    bar = None if a.quiet else ProgressBar()
+    log = None if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    m = zoo.load_manifest(a.manifest)
+    try:
+        path = zoo.ensure(a.id, dest, manifest=m, allow_download=True, progress=bar, log=log, timeout=a.timeout,
+                          retries=a.retries)
+    finally:
+        if bar is not None:
+            bar.close()
+    rec = zoo.read_state(os.path.abspath(dest)).get(m[a.id].target, {})
+    print(f"{path}" + (f"  (sha256 {rec['sha256']})" if rec.get("sha256") else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lddgan", description="LDDGAN: convert official checkpoints, sample, inspect.")
+    p = argparse.ArgumentParser(prog="lddgan", description="LDDGAN: convert official checkpoints, sample, inspect, "
+                                                           "download published weights.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("convert", help="official files -> one .safetensors model")
@@ -142,6 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("folders", nargs="+")
     q.add_argument("--json", action="store_true")
     q.set_defaults(fn=cmd_parity)
+
+    man = "weights manifest (default: the pack's weights_manifest.json, or $LDDGAN_MANIFEST)"
+    dst = "models folder (default: $LDDGAN_MODELS_DIR or ~/.cache/lddgan/models)"
+    ls = sub.add_parser("list", help="models in the weights manifest, and which are installed")
+    ls.add_argument("--manifest", default=None, help=man)
+    ls.add_argument("--dest", default=None, help=dst)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(fn=cmd_list)
+
+    d = sub.add_parser("download", help="download, verify and convert a manifest entry")
+    d.add_argument("id", help="entry id (see `lddgan list`)")
+    d.add_argument("--manifest", default=None, help=man)
+    d.add_argument("--dest", default=None, help=dst)
+    d.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server (connect and each read)")
+    d.add_argument("--retries", type=int, default=2, help="resume attempts after an interruption")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    d.set_defaults(fn=cmd_download)
     return p
 
 

@@ -1,6 +1,11 @@
-"""CLI end to end: convert the official fixture, sample from it, inspect it; errors exit with status 2."""
+"""CLI end to end: convert the official fixture, sample from it, inspect it, list and download zoo entries;
+errors exit with status 2."""
+import hashlib
+import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +119,80 @@ def test_pack_imports_as_comfyui_custom_node():
     finally:
         for k in [k for k in sys.modules if k.startswith("ComfyUI_LDDGAN_under_test")]:
             del sys.modules[k]
+
+
+# -- model zoo: lddgan list / lddgan download ----------------------------------------------------------------
+@needs_fixture
+def test_list_and_download(tmp_path, capsys, monkeypatch):
+    from test_download import FileServer
+    from test_zoo import fixture_manifest
+
+    with FileServer() as srv:
+        g = srv.add("/g/netG.pth", (FIX / "netG.pth").read_bytes())
+        a = srv.add("/a/ae.ckpt", (FIX / "autoencoder.ckpt").read_bytes())
+        man = tmp_path / "team.json"
+        man.write_text(json.dumps(fixture_manifest(FIX, [g], [a])))
+        dest = tmp_path / "models"
+        assert main(["list", "--manifest", str(man), "--dest", str(dest)]) == 0
+        out = capsys.readouterr().out
+        assert re.search(r"^  tiny\s+official_generator\s+download\b", out, re.M)
+        assert main(["download", "tiny", "--manifest", str(man), "--dest", str(dest)]) == 0
+        captured = capsys.readouterr()
+        path = dest / "lddgan_tiny.safetensors"
+        assert captured.out.strip() == f"{path}  (sha256 {hashlib.sha256(path.read_bytes()).hexdigest()})"
+        assert f"downloading {g}" in captured.err and "100.0%" in captured.err and "converting" in captured.err
+    ref = L.load_official(FIX / "config.json", FIX / "netG.pth", FIX / "autoencoder.ckpt")
+    assert torch.equal(L.load(path).sample(seeds=[4]), ref.sample(seeds=[4]))
+    assert main(["list", "--manifest", str(man), "--dest", str(dest), "--json"]) == 0
+    listed = {e["id"]: e for e in json.loads(capsys.readouterr().out)["entries"]}
+    assert listed["tiny"]["installed"] is True and listed["tiny"]["path"] == str(path)
+    # an installed manifest id works wherever a model path does
+    monkeypatch.setenv("LDDGAN_MANIFEST", str(man))
+    monkeypatch.setenv("LDDGAN_MODELS_DIR", str(dest))
+    assert main(["info", "tiny"]) == 0 and capsys.readouterr().out.startswith(f"{path}\n  name          tiny")
+    os.unlink(path)  # the official files are kept: converted again without any download
+    n = len(srv.requests)
+    assert main(["info", "tiny"]) == 0 and path.is_file() and len(srv.requests) == n
+    capsys.readouterr()
+    os.unlink(path)
+    shutil.rmtree(dest / "official")
+    assert main(["info", "tiny"]) == 2 and "lddgan download tiny" in capsys.readouterr().err
+
+
+def test_list_shipped_manifest(tmp_path, capsys):
+    assert main(["list", "--dest", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for line in ("cifar10 ", "cifar10-autoencoder ", "ldm-vq-f4 ", "ldm-kl-f8 "):
+        assert f"  {line}" in out
+    assert re.search(r"^  celeba_256\s+unavailable", out, re.M) and "issues/7" in out
+
+
+def test_download_errors_exit_2(tmp_path, capsys):
+    from test_download import refused_url
+
+    assert main(["download", "nope", "--dest", str(tmp_path)]) == 2
+    assert "unknown model id 'nope'" in capsys.readouterr().err
+    assert main(["download", "lsun_church", "--dest", str(tmp_path)]) == 2
+    assert "cannot be downloaded: not published" in capsys.readouterr().err
+    man = tmp_path / "m.json"
+    url = refused_url("/netG.pth")
+    man.write_text(json.dumps({"manifest_version": 1, "entries": [
+        {"id": "m", "name": "m", "kind": "model", "file_name": "m.safetensors", "urls": [url], "license": "x"}]}))
+    assert main(["download", "m", "--manifest", str(man), "--dest", str(tmp_path / "d"), "--retries", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "\nerror: " in err and url in err and f"save it as {tmp_path / 'd' / 'm.safetensors'}" in err
+
+
+def test_progress_bar_without_terminal():
+    from lddgan_core.cli import ProgressBar
+
+    s = io.StringIO()
+    bar = ProgressBar(stream=s)
+    for done in range(0, 2_000_001, 500_000):
+        bar(done, 2_000_000)
+    assert s.getvalue().count("\n") == 1  # not a terminal: one line per finished file
+    assert "2.0 / 2.0 MB 100.0%" in s.getvalue() and "[" + "#" * 30 + "]" in s.getvalue()
+    bar(3_500_000, None)  # unknown size: the line is written when the file ends
+    assert s.getvalue().count("\n") == 1
+    bar.close()
+    assert s.getvalue().count("\n") == 2 and s.getvalue().splitlines()[-1].startswith("       3.5 MB")
