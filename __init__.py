@@ -1,11 +1,12 @@
 """ComfyUI entry point of the ComfyUI-LDDGAN node pack.
 
-ComfyUI imports this file as a package from custom_nodes/. The library itself lives in lddgan_core/
-(no ComfyUI imports); the nodes live in nodes/. Until the nodes land, the pack registers no nodes.
+ComfyUI imports this file as a package from custom_nodes/. The library lives in lddgan_core/ (no ComfyUI
+imports); the nodes live in nodes/. Example workflows in example_workflows/ appear in ComfyUI's template
+browser.
 """
-try:
+if __package__:  # imported as a package, as ComfyUI does: an import error here must surface, not hide
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-except ImportError:  # imported outside a package (e.g. by a test runner walking the repo root)
+else:  # executed as a plain file (e.g. a tool walking the repository): nothing to register
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

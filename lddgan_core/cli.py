@@ -12,6 +12,7 @@ MODEL may also be a manifest id (e.g. cifar10) of a model installed with ``lddga
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -54,7 +55,7 @@ def _device(name: str):
 
 
 def cmd_convert(a) -> int:
-    import lddgan_core as L
+    L = importlib.import_module(__package__)  # the package by its own name (also inside ComfyUI)
 
     if os.path.exists(a.output) and not a.overwrite:
         raise SystemExit(f"error: {a.output!r} exists (pass --overwrite to replace it)")
@@ -68,7 +69,7 @@ def cmd_convert(a) -> int:
 def cmd_sample(a) -> int:
     import torch
 
-    import lddgan_core as L
+    L = importlib.import_module(__package__)  # the package by its own name (also inside ComfyUI)
     from .images import load_image, make_grid, save_png, to_uint8
 
     if a.batch < 1:

@@ -1,0 +1,71 @@
+"""LDDGAN Encode (IMAGE -> LATENT) and LDDGAN Decode (LATENT -> IMAGE) with the model's own autoencoder."""
+from __future__ import annotations
+
+from . import chunks, runtime
+from .convert import FIT_MODES, image_to_model, latent_samples, model_to_image
+from .model_nodes import MODEL_TYPE
+
+
+class LDDGANEncode:
+    CATEGORY = "LDDGAN"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("Latents in the autoencoder's own space (KL: the posterior mean; VQ: before "
+                       "quantization), for LDDGAN Sampler (image-to-image) or LDDGAN Decode.",)
+    DESCRIPTION = ("Encodes images with the LDDGAN model's autoencoder. Images whose size does not fit the model "
+                   "are refused unless fit says how to crop / resize them (never stretched).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "The LDDGAN model from LDDGAN Model Loader."}),
+                "image": ("IMAGE", {"tooltip": "Images [B, H, W, 3], values 0..1 (an alpha channel is dropped)."}),
+                "fit": (FIT_MODES, {"default": "error",
+                                    "tooltip": "When the size does not fit the model: 'error' refuses it; 'center "
+                                               "crop' crops to the nearest size that fits; 'crop and resize to model "
+                                               "size' center-crops to a square and resizes to the model's training "
+                                               "size (aspect ratio kept)."}),
+            },
+        }
+
+    def encode(self, model, image, fit="error"):
+        x = image_to_model(image, model, fit, "image")  # [B, 3, H, W] in [-1, 1]
+        B, H, W = x.shape[0], x.shape[2], x.shape[3]
+        pbar = runtime.progress_bar(B)
+        with chunks.on_device(model) as device:
+            first = chunks.chunk_size(B, chunks.encode_bytes(model, H, W), runtime.free_memory(device))
+            lat = chunks.run_chunked(B, first, lambda a, b: model.encode(x[a:b].to(device)),
+                                     on_done=lambda n: pbar.update_absolute(n, B))
+        return ({"samples": lat},)
+
+
+class LDDGANDecode:
+    CATEGORY = "LDDGAN"
+    FUNCTION = "decode"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("Decoded images [B, H, W, 3], values 0..1.",)
+    DESCRIPTION = ("Decodes LDDGAN latents to images with the model's own autoencoder (VQ models snap to the "
+                   "codebook first), in chunks sized to free memory.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "The LDDGAN model whose autoencoder made the latents."}),
+                "latent": ("LATENT", {"tooltip": "Latents from LDDGAN Sampler or LDDGAN Encode ([B, C, h, w] in the "
+                                                 "autoencoder's own, unscaled space)."}),
+            },
+        }
+
+    def decode(self, model, latent):
+        z = latent_samples(latent, model, "latent")
+        B, h, w = z.shape[0], z.shape[2], z.shape[3]
+        pbar = runtime.progress_bar(B)
+        with chunks.on_device(model) as device:
+            first = chunks.chunk_size(B, chunks.decode_bytes(model, h, w), runtime.free_memory(device))
+            images = chunks.run_chunked(B, first, lambda a, b: model_to_image(model.decode(z[a:b].to(device))),
+                                        on_done=lambda n: pbar.update_absolute(n, B))
+        return (images,)

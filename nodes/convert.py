@@ -1,0 +1,94 @@
+"""ComfyUI data <-> library tensors. The only place BHWC images and LATENT dicts are handled.
+
+IMAGE  [B, H, W, 3] float 0..1  <->  library images [B, 3, H, W] in [-1, 1]
+LATENT {"samples": [B, C, h, w], "batch_index"?: [int]}  in the autoencoder's own, unscaled space
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .lib import L
+
+FIT_MODES = ["error", "center crop", "crop and resize to model size"]
+
+
+def image_multiple(model) -> int:
+    """Pixel sizes must be multiples of this for the latent to fit the model: the autoencoder's factor f
+    times the generator's 2^(levels-1)."""
+    return model.config.autoencoder.downsample_factor * latent_multiple(model)
+
+
+def latent_multiple(model) -> int:
+    return 2 ** (len(model.config.generator.ch_mult) - 1)
+
+
+def image_to_model(image, model, fit: str = "error", name: str = "image") -> torch.Tensor:
+    """IMAGE [B, H, W, C>=3] 0..1 -> [B, 3, H', W'] in [-1, 1], fitted to the model as ``fit`` says."""
+    if not torch.is_tensor(image) or image.ndim != 4 or image.shape[-1] not in (3, 4):
+        raise L.InputError(f"{name}: expected an IMAGE tensor [B, H, W, 3] with values 0..1, got "
+                           f"{tuple(image.shape) if torch.is_tensor(image) else type(image).__name__}")
+    if fit not in FIT_MODES:
+        raise L.InputError(f"fit: expected one of {FIT_MODES}, got {fit!r}")
+    x = image[..., :3].float().movedim(-1, 1)  # alpha, if any, is dropped as core VAE Encode does
+    H, W = x.shape[2:]
+    m = image_multiple(model)
+    if fit == "error":
+        if H % m or W % m:
+            raise L.InputError(
+                f"{name}: {W}x{H} px does not fit this model: width and height must be multiples of {m} "
+                f"(autoencoder factor {model.config.autoencoder.downsample_factor} x generator "
+                f"{latent_multiple(model)}); the model was trained at {model.config.image_size}x"
+                f"{model.config.image_size}. Choose fit='center crop' or 'crop and resize to model size', or "
+                f"resize the image first")
+    elif fit == "center crop":
+        h2, w2 = H // m * m, W // m * m
+        if h2 == 0 or w2 == 0:
+            raise L.InputError(f"{name}: {W}x{H} px is smaller than the smallest size this model takes "
+                               f"({m}x{m}); use fit='crop and resize to model size'")
+        top, left = (H - h2) // 2, (W - w2) // 2
+        x = x[:, :, top:top + h2, left:left + w2]
+    else:  # crop to the model's (square) aspect first, so resizing never changes the aspect ratio
+        s = min(H, W)
+        top, left = (H - s) // 2, (W - s) // 2
+        x = x[:, :, top:top + s, left:left + s]
+        size = model.config.image_size
+        if s != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return (x * 2.0 - 1.0).clamp(-1.0, 1.0).contiguous()
+
+
+def model_to_image(x: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] -> IMAGE [B, H, W, 3] 0..1 (clamped)."""
+    return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).contiguous()
+
+
+def latent_samples(latent, model, name: str = "latent", for_sampling: bool = False) -> torch.Tensor:
+    """The [B, C, h, w] tensor of a LATENT dict, checked against the model."""
+    if not isinstance(latent, dict) or not torch.is_tensor(latent.get("samples")):
+        raise L.InputError(f"{name}: expected a LATENT (a dict with a 'samples' tensor), got {type(latent).__name__}")
+    s = latent["samples"]
+    C = model.config.autoencoder.embed_dim
+    if s.ndim != 4 or s.shape[1] != C or s.shape[0] < 1:
+        raise L.InputError(
+            f"{name}: expected latents [B, {C}, h, w] from this LDDGAN model's autoencoder, got "
+            f"{list(s.shape)} (a latent made for another model or VAE? Use LDDGAN Encode / LDDGAN Sampler)")
+    if for_sampling:
+        g = latent_multiple(model)
+        if s.shape[2] % g or s.shape[3] % g:
+            raise L.InputError(f"{name}: latent size {s.shape[3]}x{s.shape[2]} does not fit the generator: width "
+                               f"and height must be multiples of {g} (the model's own latent is "
+                               f"{model.latent_shape[2]}x{model.latent_shape[1]})")
+    return s
+
+
+def seeds_for(seed: int, batch: int, batch_index=None) -> list[int]:
+    """Per-sample seeds: seed + batch_index[b] (seed + b without one), as ComfyUI core numbers samples.
+    Wrapped to 64 bits, the range torch.Generator accepts."""
+    if batch_index is None:
+        idx = list(range(batch))
+    else:
+        idx = [int(i) for i in batch_index]
+        if len(idx) != batch:
+            raise L.InputError(f"latent: batch_index has {len(idx)} entries for a batch of {batch}")
+    return [(int(seed) + i) % 2 ** 64 for i in idx]

@@ -1,0 +1,187 @@
+"""ComfyUI services the nodes use, with fallbacks so node classes run (and are tested) without ComfyUI.
+
+Inside ComfyUI every function here delegates to ``comfy.model_management`` / ``comfy.utils`` /
+``folder_paths``; outside it (CI, scripts) compute runs on the CPU, progress and interrupts are no-ops,
+and the model folders come from ``$LDDGAN_MODELS_DIR`` plus the models shipped with the pack.
+``comfy`` and ``folder_paths`` are imported lazily, inside functions, never at module import.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .lib import L, default_model_path
+
+FOLDER = "lddgan"  # the folder_paths key: models/lddgan (and extra_model_paths.yaml entries "lddgan: ...")
+EXTENSIONS = {".safetensors"}
+SHIPPED_DIR = os.path.dirname(default_model_path())  # lddgan_core/models inside the pack
+
+
+def _mm():
+    """comfy.model_management, or None outside ComfyUI."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return None
+    return mm
+
+
+def _folder_paths():
+    try:
+        import folder_paths
+    except ImportError:
+        return None
+    return folder_paths
+
+
+def in_comfyui() -> bool:
+    return _mm() is not None and _folder_paths() is not None
+
+
+# -- devices ----------------------------------------------------------------------------------------------
+def compute_device() -> torch.device:
+    mm = _mm()
+    return mm.get_torch_device() if mm else torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    mm = _mm()
+    return mm.unet_offload_device() if mm else torch.device("cpu")
+
+
+def output_device() -> torch.device:
+    """Where node outputs (IMAGE / LATENT tensors) live."""
+    mm = _mm()
+    return mm.intermediate_device() if mm else torch.device("cpu")
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` (None when unknown: outside ComfyUI)."""
+    mm = _mm()
+    if mm is None:
+        return None
+    return int(mm.get_free_memory(device))
+
+
+def make_room(bytes_needed: int, device: torch.device) -> None:
+    """Ask ComfyUI to unload other models until ``bytes_needed`` are free on ``device`` (no-op outside)."""
+    mm = _mm()
+    if mm is not None and torch.device(device).type != "cpu":
+        mm.free_memory(bytes_needed, device)
+
+
+def empty_cache() -> None:
+    mm = _mm()
+    if mm is not None:
+        mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for an out-of-memory error from any backend (torch raises OutOfMemoryError on CUDA; other
+    backends raise RuntimeError mentioning 'out of memory')."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def check_interrupt() -> None:
+    """Raise ComfyUI's interrupt exception when the user pressed Cancel (no-op outside ComfyUI)."""
+    mm = _mm()
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+
+
+# -- progress -----------------------------------------------------------------------------------------------
+class _NullProgress:
+    """Stand-in for comfy.utils.ProgressBar outside ComfyUI; keeps the values for tests."""
+
+    def __init__(self, total: int):
+        self.total, self.current, self.history = total, 0, []
+
+    def update_absolute(self, value, total=None, preview=None):
+        if total is not None:
+            self.total = total
+        self.current = min(value, self.total)
+        self.history.append(self.current)
+
+
+def progress_bar(total: int):
+    try:
+        import comfy.utils
+    except ImportError:
+        return _NullProgress(total)
+    return comfy.utils.ProgressBar(total)
+
+
+# -- model folders --------------------------------------------------------------------------------------------
+def register_model_folder() -> None:
+    """Register ``models/lddgan`` (first: LDDGAN Save Model writes there) and, last, the pack's shipped
+    models with folder_paths. extra_model_paths.yaml entries under ``lddgan:`` are loaded before custom
+    nodes; they are kept, after models/lddgan, as core folders keep theirs. Only ``.safetensors`` files
+    are listed."""
+    fp = _folder_paths()
+    if fp is None:
+        return
+    default = os.path.join(fp.models_dir, FOLDER)
+    if FOLDER not in fp.folder_names_and_paths:
+        fp.folder_names_and_paths[FOLDER] = ([default], set(EXTENSIONS))
+    else:
+        paths, exts = fp.folder_names_and_paths[FOLDER]
+        if default in paths:
+            paths.remove(default)
+        paths.insert(0, default)
+        exts.clear()
+        exts.update(EXTENSIONS)
+    fp.add_model_folder_path(FOLDER, SHIPPED_DIR, is_default=False)
+
+
+def _fallback_dirs() -> list[str]:
+    env = os.environ.get("LDDGAN_MODELS_DIR")
+    return ([env] if env else []) + [SHIPPED_DIR]
+
+
+def model_dirs() -> list[str]:
+    fp = _folder_paths()
+    if fp is not None and FOLDER in fp.folder_names_and_paths:
+        return list(fp.get_folder_paths(FOLDER))
+    return _fallback_dirs()
+
+
+def list_models() -> list[str]:
+    """Names (relative to their folder, '/'-separated) of the .safetensors files in every model folder."""
+    fp = _folder_paths()
+    if fp is not None and FOLDER in fp.folder_names_and_paths:
+        return list(fp.get_filename_list(FOLDER))
+    names = set()
+    for d in _fallback_dirs():
+        for root, _dirs, files in os.walk(d, followlinks=True):
+            for f in files:
+                if os.path.splitext(f)[1].lower() in EXTENSIONS:
+                    names.add(os.path.relpath(os.path.join(root, f), d).replace(os.sep, "/"))
+    return sorted(names)
+
+
+def resolve_model(name: str) -> str:
+    """Full path of a model listed by ``list_models``; a clear error naming the folders otherwise."""
+    fp = _folder_paths()
+    if fp is not None and FOLDER in fp.folder_names_and_paths:
+        path = fp.get_full_path(FOLDER, name)
+    else:
+        path = next((os.path.join(d, name) for d in _fallback_dirs() if os.path.isfile(os.path.join(d, name))), None)
+    if path is None or not os.path.isfile(path):
+        raise L.InputError(f"model_name: no LDDGAN model {name!r} in the model folders {model_dirs()} "
+                           f"(put .safetensors files written by LDDGAN Save Model or `lddgan convert` there)")
+    return path
+
+
+def save_dir() -> str:
+    """The folder LDDGAN Save Model writes to: the first ``lddgan`` folder that is not the pack's own."""
+    dirs = [d for d in model_dirs() if os.path.abspath(d) != os.path.abspath(SHIPPED_DIR)]
+    if not dirs:
+        raise L.InputError("no folder to save LDDGAN models in: inside ComfyUI it is models/lddgan; "
+                           "outside, set $LDDGAN_MODELS_DIR")
+    return dirs[0]

@@ -1,0 +1,83 @@
+"""LDDGAN Sampler: T-step sampling (text-free), image-to-image and variations -> LATENT."""
+from __future__ import annotations
+
+from . import chunks, runtime
+from .convert import latent_samples, seeds_for
+from .lib import L, start_step_for
+from .model_nodes import MODEL_TYPE
+
+MAX_BATCH = 4096
+
+
+class LDDGANSampler:
+    CATEGORY = "LDDGAN"
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("Latents in the model's autoencoder space: decode them with LDDGAN Decode (or core VAE "
+                       "Decode with the LDDGAN VAE).",)
+    DESCRIPTION = ("Samples with LDDGAN's few-step (T <= 4) GAN denoiser. Without a latent: new images from pure "
+                   "noise. With a latent (from LDDGAN Encode or an earlier sampler): image-to-image / "
+                   "variations; denoise sets how many of the T steps are re-run. Sample i uses seed + i (or "
+                   "seed + batch_index[i]), so an image depends only on its seed, not on the batch size.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "The LDDGAN model from LDDGAN Model Loader."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                                 "tooltip": "Random seed. Sample i of the batch uses seed + i (seed + the latent's "
+                                            "batch_index[i] when the latent carries one)."}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": MAX_BATCH,
+                                       "tooltip": "Number of images to sample. Ignored when a latent is connected: "
+                                                  "its batch is used."}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                      "tooltip": "With a latent: 1 samples from pure noise (the latent only sets the "
+                                                 "size), 0 returns the latent unchanged; in between the latent is "
+                                                 "re-noised to step round(denoise * T) and the remaining steps run. "
+                                                 "Without a latent it has no effect."}),
+            },
+            "optional": {
+                "latent": ("LATENT", {"tooltip": "Optional start latent for image-to-image and variations (e.g. "
+                                                 "LDDGAN Encode of a loaded image, repeated with Repeat Latent "
+                                                 "Batch for several variations)."}),
+            },
+        }
+
+    def sample(self, model, seed, batch_size, denoise, latent=None):
+        T = model.num_timesteps
+        if latent is None:
+            if not 1 <= int(batch_size) <= MAX_BATCH:
+                raise L.InputError(f"batch_size: expected 1..{MAX_BATCH}, got {batch_size}")
+            init, B = None, int(batch_size)
+            seeds, steps = seeds_for(seed, B), T
+            h, w = model.latent_shape[1:]
+            out = {}
+        else:
+            init = latent_samples(latent, model, "latent", for_sampling=True)
+            if latent.get("noise_mask") is not None:
+                raise L.InputError("latent: has a noise_mask (inpainting), which LDDGAN Sampler does not support; "
+                                   "remove Set Latent Noise Mask")
+            B, (h, w) = init.shape[0], init.shape[2:]
+            seeds, steps = seeds_for(seed, B, latent.get("batch_index")), start_step_for(denoise, T)
+            out = {k: v for k, v in latent.items() if k != "samples"}  # keeps batch_index, as core samplers do
+            if steps == 0:
+                return ({**out, "samples": init.float().clone().to(runtime.output_device())},)
+
+        pbar = runtime.progress_bar(B * steps)
+
+        with chunks.on_device(model) as device:
+            first = chunks.chunk_size(B, chunks.sample_bytes(model, h, w), runtime.free_memory(device))
+
+            def run(a, b):
+                def step(info):  # one progress tick per sampling step; honours Cancel between steps
+                    pbar.update_absolute(a * steps + (info["step"] + 1) * (b - a), B * steps)
+                    runtime.check_interrupt()
+
+                x = None if init is None else init[a:b].to(device)
+                return model.sample(seeds=seeds[a:b], init_latent=x, denoise=float(denoise) if x is not None else 1.0,
+                                    callback=step)
+
+            samples = chunks.run_chunked(B, first, run)
+        return ({**out, "samples": samples},)

@@ -1,0 +1,142 @@
+"""Example workflows: editor format <-> API twins, thumbnails, shipped models only, and each one run end
+to end offline with the pack's node classes (the real-ComfyUI run is tests/test_nodes_comfyui.py)."""
+import json
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(REPO), str(HERE), str(HERE / "workflows")]
+import nodes as P  # noqa: E402  nodes/ is not pip-installed: imported from the checkout
+import build as B  # noqa: E402  tests/workflows/build.py
+import comfy_workflow as CW  # noqa: E402
+
+EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
+SHIPPED = sorted(os.listdir(REPO / "lddgan_core" / "models"))
+
+
+@pytest.fixture(scope="module")
+def info():
+    return B.object_info()
+
+
+@pytest.fixture(scope="module")
+def input_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("input")
+    B.example_png(d / "example.png")
+    return str(d)
+
+
+def _api(name):
+    return json.loads((HERE / "workflows" / f"{name}.api.json").read_text())
+
+
+def test_examples_exist_with_thumbnails():
+    from PIL import Image
+
+    assert {p.stem for p in EXAMPLES} == {"lddgan_generate", "lddgan_image_to_image", "lddgan_fixed_seed_batch"}
+    for p in EXAMPLES:
+        thumb = Image.open(p.with_suffix(".jpg"))
+        assert thumb.format == "JPEG" and thumb.size == (512, 384)
+        assert np.asarray(thumb.convert("L"), dtype=np.float32).std() > 10  # a real picture
+    assert Image.open(REPO / "docs" / "basic_graph.png").size[0] == 1024
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_ui_converts_to_its_api_twin(path, info):
+    ui = json.loads(path.read_text())
+    assert ui["version"] == 0.4 and ui["last_link_id"] == len(ui["links"])
+    assert CW.ui_to_api(ui, info) == _api(path.stem)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_examples_use_only_shipped_models(path):
+    ui = json.loads(path.read_text())
+    loaders = [n for n in ui["nodes"] if n["type"] == "LDDGANModelLoader"]
+    assert loaders and all(n["widgets_values"][0] in SHIPPED for n in loaders)
+
+
+def test_builder_reproduces_the_committed_workflows(tmp_path):
+    ex, api, docs = tmp_path / "ex", tmp_path / "api", tmp_path / "docs"
+    for d in (ex, api, docs):
+        d.mkdir()
+    B.build(ex, api, docs)
+    for p in EXAMPLES:
+        assert (ex / p.name).read_text() == p.read_text(), f"{p.name}: rerun python tests/workflows/build.py"
+        assert (api / f"{p.stem}.api.json").read_text() == (HERE / "workflows" / f"{p.stem}.api.json").read_text()
+
+
+def test_generate_runs_and_is_reproducible(input_dir):
+    (prefix, a), = CW.run_offline(_api("lddgan_generate"), P.NODE_CLASS_MAPPINGS, input_dir)
+    (_, b), = CW.run_offline(_api("lddgan_generate"), P.NODE_CLASS_MAPPINGS, input_dir)
+    assert prefix == "LDDGAN/generate" and a.shape == (4, 16, 16, 3)
+    assert a.std() > 0.05 and (a[0] - a[1]).abs().max() > 0.05
+    assert torch.equal(a, b)
+
+
+def test_fixed_seed_batch_image_3_is_seed_45(input_dir):
+    saved = dict(CW.run_offline(_api("lddgan_fixed_seed_batch"), P.NODE_CLASS_MAPPINGS, input_dir))
+    batch, single = saved["LDDGAN/batch_seed42"], saved["LDDGAN/single_seed45"]
+    assert batch.shape == (8, 16, 16, 3) and single.shape == (1, 16, 16, 3)
+    torch.testing.assert_close(batch[3], single[0], rtol=0, atol=5e-5)
+    assert (batch[2] - single[0]).abs().max() > 0.05
+
+
+def test_image_to_image_makes_variations_of_the_input(input_dir):
+    (_, out), = CW.run_offline(_api("lddgan_image_to_image"), P.NODE_CLASS_MAPPINGS, input_dir)
+    assert out.shape == (4, 16, 16, 3)
+    assert min((out[i] - out[j]).abs().max() for i in range(4) for j in range(i)) > 1e-3
+    api = _api("lddgan_image_to_image")
+    sampler = next(k for k, v in api.items() if v["class_type"] == "LDDGANSampler")
+    api[sampler]["inputs"]["denoise"] = 0.0  # denoise 0: the (resized) input image comes back
+    (_, same), = CW.run_offline(api, P.NODE_CLASS_MAPPINGS, input_dir)
+    model = P.LDDGANModelLoader().load(B.SHIPPED)[0]
+    x = CW._load_image(os.path.join(input_dir, "example.png"))
+    ref = P.LDDGANDecode().decode(model, P.LDDGANEncode().encode(model, x, "crop and resize to model size")[0])[0]
+    torch.testing.assert_close(same, ref.repeat(4, 1, 1, 1), rtol=0, atol=5e-5)
+
+
+def test_converter_reads_extra_widget_slots_and_converted_widgets(info):
+    ui = {"links": [[1, 6, 0, 2, 0, "LDDGAN_MODEL"], [2, 3, 0, 2, 2, "INT"], [3, 1, 0, 6, 0, "*"]], "nodes": [
+        {"id": 1, "type": "LDDGANModelLoader", "mode": 0, "inputs": [], "widgets_values": ["m.safetensors", "fp16"]},
+        {"id": 2, "type": "LDDGANSampler", "mode": 0, "widgets_values": [7, "increment", 3, 0.25],
+         "inputs": [{"name": "model", "link": 1}, {"name": "latent", "link": None},
+                    {"name": "seed", "link": 2, "widget": {"name": "seed"}}]},
+        {"id": 3, "type": "PrimitiveNode", "mode": 0, "widgets_values": [9, "fixed"]},
+        {"id": 4, "type": "MarkdownNote", "mode": 0, "widgets_values": ["text"]},
+        {"id": 5, "type": "LDDGANDecode", "mode": 2, "widgets_values": []},
+        {"id": 6, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "link": 3}], "widgets_values": []},
+    ]}
+    api = CW.ui_to_api(ui, info)
+    assert set(api) == {"1", "2"}
+    assert api["1"]["inputs"] == {"model_name": "m.safetensors", "precision": "fp16"}
+    # the seed comes from a PrimitiveNode: the editor mirrors its value in the widget; the model through a Reroute
+    assert api["2"]["inputs"] == {"seed": 7, "batch_size": 3, "denoise": 0.25, "model": ["1", 0]}
+    ui["nodes"][1]["widgets_values"] = [7, "increment"]
+    with pytest.raises(ValueError, match="no widget value for 'batch_size'"):
+        CW.ui_to_api(ui, info)
+    with pytest.raises(KeyError, match="not in /object_info"):
+        CW.ui_to_api({"links": [], "nodes": [{"id": 1, "type": "Nope", "widgets_values": []}]}, info)
+
+
+def test_registry_metadata_and_requirements():
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project, comfy = meta["project"], meta["tool"]["comfy"]
+    assert project["name"] == "lddgan" and "comfyui" not in project["name"].lower()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
+    assert project["urls"]["Repository"].startswith("https://github.com/")
+    for key in ("PublisherId", "DisplayName", "Icon", "requires-comfyui"):
+        assert comfy[key], key
+    lines = (REPO / "requirements.txt").read_text().splitlines()
+    reqs = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert reqs == project["dependencies"]
+    assert (REPO / "docs" / "icon.png").is_file()
