@@ -40,20 +40,37 @@ class LDDGANModelLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_name": (runtime.list_models(), {
+                "model_name": (runtime.list_models() + runtime.download_choices(), {
                     "tooltip": "An LDDGAN .safetensors model from models/lddgan or shipped with the pack "
-                               "(lddgan_tiny_fixture: 16x16 px, random weights, for testing graphs)."}),
+                               "(lddgan_tiny_fixture: 16x16 px, random weights, for testing graphs). Entries "
+                               "marked [download] are published weights (weights_manifest.json) not yet on "
+                               "disk: they are fetched, verified and converted on first use when "
+                               "allow_download is on."}),
             },
             "optional": {
                 "precision": (PRECISIONS, {
                     "default": "auto",
                     "tooltip": "Weight precision. auto: fp32 on the CPU, the file's own precision on a GPU. "
                                "fp16 / bf16 halve memory; fp32 is the reference."}),
+                "allow_download": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "Allow fetching a [download] model from the internet (once; it is then kept in "
+                               "models/lddgan). Off: a [download] choice is an error that names the URL and the "
+                               "folder to put the file in by hand."}),
             },
         }
 
     @classmethod
-    def IS_CHANGED(cls, model_name, precision="auto"):
+    def VALIDATE_INPUTS(cls, model_name):
+        # Replaces ComfyUI's combo check for model_name: a saved workflow that picked '[download] X' stays
+        # valid after X has been installed (the choice then disappears from the list).
+        if model_name in runtime.list_models() or runtime.download_entry(model_name) is not None:
+            return True
+        return (f"model_name: {model_name!r} is neither a model in {runtime.model_dirs()} nor a download "
+                f"listed in the weights manifest")
+
+    @classmethod
+    def IS_CHANGED(cls, model_name, precision="auto", allow_download=False):
         # Reload when the file is replaced on disk under the same name.
         try:
             st = os.stat(runtime.resolve_model(model_name))
@@ -61,8 +78,12 @@ class LDDGANModelLoader:
             return ""
         return f"{st.st_mtime_ns}:{st.st_size}:{precision}"
 
-    def load(self, model_name, precision="auto"):
-        path = runtime.resolve_model(model_name)
+    def load(self, model_name, precision="auto", allow_download=False):
+        entry = runtime.download_entry(model_name)
+        if entry is not None:
+            path = runtime.install_download(entry, allow_download=bool(allow_download))
+        else:
+            path = runtime.resolve_model(model_name)
         dtype = load_precision(precision, runtime.compute_device())
         # ComfyUI runs nodes under torch.inference_mode(); weights created there become inference tensors,
         # which can never be trained (a fine-tune node downstream) and have no version counter. Load as

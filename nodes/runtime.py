@@ -8,6 +8,7 @@ and the model folders come from ``$LDDGAN_MODELS_DIR`` plus the models shipped w
 from __future__ import annotations
 
 import os
+from importlib import import_module
 
 import torch
 
@@ -185,3 +186,49 @@ def save_dir() -> str:
         raise L.InputError("no folder to save LDDGAN models in: inside ComfyUI it is models/lddgan; "
                            "outside, set $LDDGAN_MODELS_DIR")
     return dirs[0]
+
+
+# -- published weights (weights_manifest.json) ------------------------------------------------------------------
+def _manifest():
+    """The weights manifest ($LDDGAN_MANIFEST or the pack's), or None when it cannot be read: a broken
+    manifest must not break the loader's list of local models."""
+    zoo = import_module(L.__name__ + ".zoo")
+    try:
+        return zoo.load_manifest()
+    except L.LDDGANError as e:
+        print(f"[LDDGAN] weights manifest not used: {e}")
+        return None
+
+
+def download_choices() -> list[str]:
+    """'[download] <file>' labels for the manifest's models that are in no model folder yet."""
+    zoo = import_module(L.__name__ + ".zoo")
+    m = _manifest()
+    if m is None:
+        return []
+    return [zoo.download_choice(e) for e in zoo.missing_entries(m, model_dirs())]
+
+
+def download_entry(choice: str):
+    """The manifest entry behind a '[download] ...' label (installed or not), else None."""
+    zoo = import_module(L.__name__ + ".zoo")
+    if not isinstance(choice, str) or not choice.startswith(zoo.DOWNLOAD_PREFIX):
+        return None
+    m = _manifest()
+    return None if m is None else zoo.entry_for_choice(m, choice)
+
+
+def install_download(entry, allow_download: bool) -> str:
+    """Path of the entry's converted model: already installed in a model folder, or downloaded (only when
+    allowed), verified and converted into the save folder, with a progress bar over the bytes."""
+    zoo = import_module(L.__name__ + ".zoo")
+    for d in model_dirs():  # installed meanwhile (possibly by hand, or in another lddgan folder)
+        if zoo.is_installed(entry, [d]):
+            return zoo.ensure(entry.id, d, manifest=_manifest(), allow_download=False)
+    bar = progress_bar(100)
+
+    def progress(done, total):
+        check_interrupt()
+        bar.update_absolute(min(done, total or done), total or max(done, 1))
+
+    return zoo.ensure(entry.id, save_dir(), manifest=_manifest(), allow_download=allow_download, progress=progress)

@@ -99,7 +99,13 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
         values, inputs, pos = list(node.get("widgets_values") or []), {}, 0
         for name, spec in widget_inputs(entry):
             if pos >= len(values):
-                raise ValueError(f"node {node['id']} ({node['type']}): no widget value for {name!r}")
+                # a workflow saved before this optional widget existed: the editor fills in its default
+                opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                if "default" not in opts or name not in entry.get("input_order", {}).get("optional", []):
+                    raise ValueError(f"node {node['id']} ({node['type']}): no widget value for {name!r}")
+                inputs[name] = opts["default"]
+                pos += 1
+                continue
             inputs[name] = values[pos]
             pos += 1 + _extra_slots(spec)
         for inp in node.get("inputs") or []:  # links win over widget values (a widget converted to an input)

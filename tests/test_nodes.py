@@ -164,7 +164,9 @@ def test_loader_lists_shipped_and_folder_models(tmp_path, monkeypatch, random_mo
     random_model("kl").save(tmp_path / "sub" / "mine.safetensors")
     (tmp_path / "notes.txt").write_text("not a model")
     names = P.LDDGANModelLoader.INPUT_TYPES()["required"]["model_name"][0]
-    assert names == sorted([SHIPPED, "sub/mine.safetensors"])
+    # local models first; the shipped manifest adds its not-yet-installed entries as "[download] ..." choices
+    assert [n for n in names if not n.startswith("[download] ")] == sorted([SHIPPED, "sub/mine.safetensors"])
+    assert "[download] lddgan_cifar10.safetensors" in names
     m = P.LDDGANModelLoader().load("sub/mine.safetensors")[0]
     assert m.config.name == "tiny_kl" and m.dtype == torch.float32
     assert P.LDDGANModelLoader.IS_CHANGED("sub/mine.safetensors") != P.LDDGANModelLoader.IS_CHANGED(SHIPPED)

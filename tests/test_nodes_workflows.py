@@ -114,7 +114,8 @@ def test_converter_reads_extra_widget_slots_and_converted_widgets(info):
     ]}
     api = CW.ui_to_api(ui, info)
     assert set(api) == {"1", "2"}
-    assert api["1"]["inputs"] == {"model_name": "m.safetensors", "precision": "fp16"}
+    # allow_download is missing (saved before that optional widget existed): its default is filled in
+    assert api["1"]["inputs"] == {"model_name": "m.safetensors", "precision": "fp16", "allow_download": False}
     # the seed comes from a PrimitiveNode: the editor mirrors its value in the widget; the model through a Reroute
     assert api["2"]["inputs"] == {"seed": 7, "batch_size": 3, "denoise": 0.25, "model": ["1", 0]}
     ui["nodes"][1]["widgets_values"] = [7, "increment"]

@@ -76,7 +76,7 @@ class Graph:
 
 def generate(info):
     g = Graph(info)
-    m = g.add("LDDGANModelLoader", (40, 120), [SHIPPED, "auto"])
+    m = g.add("LDDGANModelLoader", (40, 120), [SHIPPED, "auto", False])
     s = g.add("LDDGANSampler", (380, 120), [0, "randomize", 4, 1.0], model=(m, 0))
     d = g.add("LDDGANDecode", (720, 120), [], model=(m, 0), latent=(s, 0))
     g.add("SaveImage", (1060, 120), ["LDDGAN/generate"], images=(d, 0))
@@ -86,7 +86,7 @@ def generate(info):
 
 def image_to_image(info):
     g = Graph(info)
-    m = g.add("LDDGANModelLoader", (40, 120), [SHIPPED, "auto"])
+    m = g.add("LDDGANModelLoader", (40, 120), [SHIPPED, "auto", False])
     i = g.add("LoadImage", (40, 300), ["example.png", "image"])
     e = g.add("LDDGANEncode", (380, 300), ["crop and resize to model size"], model=(m, 0), image=(i, 0))
     r = g.add("RepeatLatentBatch", (380, 480), [4], samples=(e, 0))
@@ -102,7 +102,7 @@ def image_to_image(info):
 
 def fixed_seed_batch(info):
     g = Graph(info)
-    m = g.add("LDDGANModelLoader", (40, 120), [SHIPPED, "auto"])
+    m = g.add("LDDGANModelLoader", (40, 120), [SHIPPED, "auto", False])
     s = g.add("LDDGANSampler", (380, 120), [42, "fixed", 8, 1.0], title="LDDGAN Sampler (seed 42, batch 8)",
               model=(m, 0))
     d = g.add("LDDGANDecode", (720, 120), [], model=(m, 0), latent=(s, 0))
