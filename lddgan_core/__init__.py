@@ -13,6 +13,7 @@ from .errors import CheckpointError, ConfigError, InputError, LDDGANError
 from .io import load_model as load
 from .model import LDDGAN
 from .official import load_official
+from .train.schedules import rec_weight
 
 __version__ = "0.1.0"
 
@@ -20,4 +21,5 @@ __all__ = [
     "LDDGAN", "load", "load_official", "ModelConfig", "GeneratorConfig", "AutoencoderConfig", "DiffusionConfig",
     "DiffusionCoefficients", "PosteriorCoefficients", "time_grid", "betas_for", "q_sample", "q_sample_pairs",
     "posterior_mean", "posterior_sample", "LDDGANError", "CheckpointError", "ConfigError", "InputError",
+    "rec_weight",
 ]

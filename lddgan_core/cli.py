@@ -6,6 +6,11 @@
     lddgan parity FIXTURE_DIR...
     lddgan list [--manifest FILE] [--dest DIR] [--json]
     lddgan download ID [--manifest FILE] [--dest DIR]
+    lddgan finetune --model M --data DIR --out RUN [--steps N --batch B ...]
+    lddgan train --autoencoder AE --data DIR --out RUN [--generator small ...]
+    lddgan train-autoencoder --data DIR --out RUN --image-size N [--preset kl-f4 ...]
+
+The training commands resume an existing run in --out and run data-parallel under torchrun.
 
 MODEL may also be a manifest id (e.g. cifar10) of a model installed with ``lddgan download``.
 """
@@ -205,7 +210,7 @@ def cmd_download(a) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lddgan", description="LDDGAN: convert official checkpoints, sample, inspect, "
-                                                           "download published weights.")
+                                                           "download published weights, train and fine-tune.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("convert", help="official files -> one .safetensors model")
@@ -257,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--retries", type=int, default=2, help="resume attempts after an interruption")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     d.set_defaults(fn=cmd_download)
+
+    from .train.cli import add_train_commands
+
+    add_train_commands(sub)
     return p
 
 

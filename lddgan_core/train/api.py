@@ -1,0 +1,236 @@
+"""High-level training entry points: fine-tune an existing model, or build and train a new one.
+
+    from lddgan_core.train import finetune
+    res = finetune(model, images=batch, steps=300, save_path="out/mine.safetensors")
+    res.model.sample(batch_size=4, seed=0)
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Callable
+
+import torch
+
+from ..config import ModelConfig
+from ..errors import InputError
+from ..model import LDDGAN
+from . import dist as tdist
+from .config import TrainConfig, generator_config
+from .data import Augment
+from .files import RunPaths, load_discriminator
+from .latents import LatentSet, build_latents, estimate_scale_factor
+from .loop import FitResult, fit
+from .trainer import GANTrainer, load_state, plain_module_copy
+
+FinetuneResult = FitResult
+
+
+def _augment(spec) -> Augment | None:
+    if spec is None or spec is False or spec == 0 or spec == 1:
+        return None
+    if spec is True:
+        return Augment()
+    if isinstance(spec, Augment):
+        return spec
+    if isinstance(spec, int):
+        return Augment(copies=spec)
+    raise InputError(f"augment: expected a bool, a number of copies or an Augment, got {spec!r}")
+
+
+def shared_latents(world: tdist.World, device, make: Callable[[], LatentSet]) -> LatentSet:
+    """Rank 0 builds (or loads) the latents; the other ranks receive them, so all train on the same data."""
+    if not world.active:
+        return make()
+    lat = make() if world.is_main else None
+    mean = tdist.broadcast_tensor(lat.mean if lat else None, world, device)
+    has_std = tdist.broadcast_tensor(torch.tensor([int(lat is not None and lat.std is not None)]) if world.is_main
+                                     else None, world, device)
+    std = tdist.broadcast_tensor(lat.std if lat else None, world, device) if int(has_std[0]) else None
+    import torch.distributed as dist
+
+    fp = [lat.fingerprint if lat else None]
+    dist.broadcast_object_list(fp, src=0)
+    return LatentSet(mean, std, fp[0])
+
+
+def _resume_or_keep(trainer, paths: RunPaths, resume: bool, world, log, kind: str = "gan") -> None:
+    """Continue from paths.state, or (resume=False) move an existing state aside to <state>.prev.pt rather
+    than overwrite it."""
+    if not paths.state or not os.path.isfile(paths.state):
+        return
+    if resume:
+        trainer.load_state_dict(load_state(paths.state, kind=kind), f"training state {paths.state!r}")
+        if log:
+            log(f"resuming {paths.state} at iteration {trainer.step}/{trainer.cfg.steps}")
+        return
+    tdist.barrier(world)
+    if world.is_main:
+        backup = paths.state[:-3] + ".prev.pt" if paths.state.endswith(".pt") else paths.state + ".prev"
+        os.replace(paths.state, backup)
+        if log:
+            log(f"resume=False: the previous state was moved to {backup}")
+    tdist.barrier(world)
+
+
+def train_model(model: LDDGAN, data: LatentSet, cfg: TrainConfig, *, paths: RunPaths | None = None,
+                resume: bool = True, discriminator=None, disc_config=None, device=None,
+                world: tdist.World | None = None, progress=None, should_stop=None, log=None,
+                provenance: dict | None = None, preview_every: int | None = None) -> FitResult:
+    """Train `model`'s generator on `data` (a copy of the model; the input is untouched), continuing from
+    paths.state when it exists and resume is True. discriminator: None (fresh), a file (discriminator
+    .safetensors or a training state .pt) or a (config dict, state dict) pair."""
+    world = world or tdist.World()
+    device = torch.device(device) if device is not None else model.device
+    d_state = None
+    if discriminator is not None:
+        disc_config, d_state = (load_discriminator(discriminator) if isinstance(discriminator, (str, os.PathLike))
+                                else discriminator)
+    with training_mode():
+        trainer = GANTrainer(model, data, cfg, disc_config=disc_config, discriminator_state=d_state, device=device,
+                             world=world)
+        paths = paths or RunPaths()
+        _resume_or_keep(trainer, paths, resume, world, log)
+        return fit(trainer, paths, progress=progress, should_stop=should_stop, log=log, provenance=provenance,
+                   preview_every=preview_every)
+
+
+def finetune(model: LDDGAN, images: torch.Tensor | None = None, folder: str | None = None, *, steps: int = 500,
+             batch_size: int = 8, lr_g: float = 5e-5, lr_d: float = 1e-4, schedule: str = "sigmoid",
+             gamma: float = 6.0, r1_gamma: float = 1.0, ema_decay: float = 0.999, augment=False, seed: int = 0,
+             save_path: str | None = None, save_every: int = 0, resume: bool = True,
+             progress: Callable | None = None, should_stop: Callable[[], bool] | None = None,
+             lazy_reg: int = 10, micro_batch: int | None = None, discriminator=None, disc_config=None,
+             latent_mode: str = "sample", device=None, preview_every: int | None = None, num_samples: int = 16,
+             log_every: int = 1, skip_bad: bool = False, log: Callable[[str], None] | None = None) -> FinetuneResult:
+    """Fine-tune `model` (any LDDGAN, official conversions included) on images with Weighted Learning.
+
+    images: [B, 3, H, W] in [-1, 1] (resized / center-cropped to the model's size) and/or folder (recursive).
+    The autoencoder stays frozen; G is trained with a fresh discriminator (or `discriminator`: a file or a
+    (config, state dict) pair), EMA with warm-up. Returns a FinetuneResult: model (a NEW LDDGAN with the EMA
+    generator; the input is untouched), losses, loss_curve and sample_grid (uint8 HxWx3), checkpoint_path.
+
+    save_path (model .safetensors): writes it plus <stem>.train.pt (resume point), <stem>.discriminator.
+    safetensors, <stem>.losses.csv, <stem>.loss_curve.png and <stem>.cache/ (latents); with resume=True an
+    existing <stem>.train.pt is continued. save_every: checkpoint interval (0: end / interrupt only).
+    progress(step, total, logs, preview) after each iteration (preview: EMA samples [n,3,H,W] in [-1,1] every
+    preview_every iterations, else None); should_stop() polled before each iteration. On should_stop the
+    last state is saved and the result has interrupted=True; if progress raises, the state is saved and the
+    exception propagates. Runs under torch.inference_mode(False) and enable_grad (ComfyUI calls nodes in
+    inference mode)."""
+    if not isinstance(model, LDDGAN):
+        raise InputError(f"finetune: model must be an LDDGAN, got {type(model).__name__}")
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, micro_batch=micro_batch, lr_g=lr_g, lr_d=lr_d,
+                      rec_schedule=schedule, gamma=gamma, r1_gamma=r1_gamma, lazy_reg=lazy_reg, ema_decay=ema_decay,
+                      ema_warmup=True, latent_mode=latent_mode, seed=seed, log_every=log_every,
+                      save_every=save_every, num_samples=num_samples)
+    paths = RunPaths.beside(os.fspath(save_path)) if save_path else RunPaths()
+    if paths.model and not paths.model.endswith(".safetensors"):
+        raise InputError(f"finetune save_path must end with .safetensors, got {save_path!r}")
+    device = torch.device(device) if device is not None else model.device
+    with torch.inference_mode(False), torch.enable_grad():
+        data = build_latents(model.autoencoder, model.config.image_size, images=images, folder=folder,
+                             augment=_augment(augment), seed=seed, cache_dir=paths.cache_dir, device=device,
+                             skip_bad=skip_bad, log=log)
+        prov = {"source": "finetune", "base": dict(model.config.provenance), "base_name": model.config.name,
+                "steps": steps, "images": len(data), "schedule": schedule, "gamma": gamma, "seed": seed}
+        return train_model(model, data, cfg, paths=paths, resume=resume, discriminator=discriminator,
+                           disc_config=disc_config, device=device, progress=progress, should_stop=should_stop,
+                           log=log, provenance=prov, preview_every=preview_every)
+
+
+def new_model(autoencoder_model, generator, latents: LatentSet | None = None, *, num_timesteps: int = 4,
+              scale_factor: float | str = "auto", image_size: int | None = None, name: str = "lddgan",
+              seed: int = 0, beta_min: float = 0.1, beta_max: float = 20.0, schedule: str = "vp") -> LDDGAN:
+    """A new LDDGAN: the autoencoder (weights and config) of `autoencoder_model` (an LDDGAN, or a
+    (Autoencoder module, image_size) pair from ``load_autoencoder``) and a fresh generator from `generator` (a
+    preset name or a GeneratorConfig dict). scale_factor "auto" estimates it from `latents` (see
+    estimate_scale_factor) and records it in the config."""
+    from ..config import DiffusionConfig
+
+    if isinstance(autoencoder_model, LDDGAN):
+        ae, size = autoencoder_model.autoencoder, autoencoder_model.config.image_size
+    else:
+        ae, size = autoencoder_model
+    size = image_size or size
+    f = ae.cfg.downsample_factor
+    if size % f:
+        raise InputError(f"image size {size} is not a multiple of the autoencoder's factor {f}")
+    if scale_factor == "auto":
+        if latents is None:
+            raise InputError("new_model: scale_factor='auto' needs the training latents")
+        scale_factor = estimate_scale_factor(latents, seed=seed)
+    gcfg = generator_config(generator, ae.cfg.embed_dim, size // f)
+    cfg = ModelConfig(generator=gcfg, autoencoder=ae.cfg,
+                      diffusion=DiffusionConfig(num_timesteps=num_timesteps, beta_min=beta_min, beta_max=beta_max,
+                                                schedule=schedule),
+                      scale_factor=float(scale_factor), image_size=size, name=name,
+                      provenance={"source": "train", "scale_factor": "estimated" if latents is not None else "given"})
+    m = plain_module_copy(cfg, seed, "cpu")
+    with torch.no_grad():
+        m.autoencoder.load_state_dict({k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
+                                       for k, v in ae.state_dict().items()})
+    return m.eval()
+
+
+@contextlib.contextmanager
+def training_mode():
+    """inference_mode(False) + enable_grad: what every training entry point runs under."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+
+
+def train_autoencoder(autoencoder, image_size: int, images: torch.Tensor | None = None, folder: str | None = None,
+                      cfg=None, *, paths: RunPaths | None = None, resume: bool = True,
+                      perceptual_weights: str | None = None, device="cpu", world: tdist.World | None = None,
+                      progress=None, should_stop=None, log=None, skip_bad: bool = False) -> FitResult:
+    """Train a new autoencoder (a preset name, a dict or an AutoencoderConfig) on images [B, 3, H, W] in
+    [-1, 1] and/or a folder, at image_size px. cfg: an AETrainConfig. perceptual_weights: a local VGG-16 file
+    (needed when cfg.perceptual_weight > 0). Writes paths.model (the autoencoder file) and the run files;
+    result.model is the trained Autoencoder."""
+    import hashlib
+
+    from ..config import AutoencoderConfig
+    from .autoencoder import AETrainConfig, AutoencoderTrainer
+    from .config import autoencoder_config
+    from .data import from_tensor, load_images
+    from .perceptual import PerceptualLoss
+
+    world = world or tdist.World()
+    cfg = cfg or AETrainConfig()
+    ae_cfg = autoencoder if isinstance(autoencoder, AutoencoderConfig) else autoencoder_config(autoencoder, image_size)
+    if image_size % ae_cfg.downsample_factor:
+        raise InputError(f"image size {image_size} is not a multiple of the autoencoder's factor "
+                         f"{ae_cfg.downsample_factor}")
+    if images is None and folder is None:
+        raise InputError("train_autoencoder: give images and/or an image folder")
+    with training_mode():
+        xs, fps = [], []
+        if world.is_main:
+            if images is not None:
+                x, fp = from_tensor(images, image_size)
+                xs.append(x)
+                fps.append(fp)
+            if folder is not None:
+                x, fp = load_images(folder, image_size, skip_bad=skip_bad, log=log)
+                xs.append(x)
+                fps.append(fp)
+        data = torch.cat(xs) if xs else None
+        fp = hashlib.sha256("|".join(fps).encode()).hexdigest() if xs else ""
+        if world.active:
+            import torch.distributed as dist
+
+            data = tdist.broadcast_tensor(data, world, device)
+            box = [fp]
+            dist.broadcast_object_list(box, src=0)
+            fp = box[0]
+        perceptual = PerceptualLoss.from_file(perceptual_weights) if perceptual_weights else None
+        trainer = AutoencoderTrainer(ae_cfg, data, cfg, image_size=image_size, perceptual=perceptual, device=device,
+                                     world=world, data_fingerprint=fp)
+        paths = paths or RunPaths()
+        _resume_or_keep(trainer, paths, resume, world, log, kind="autoencoder")
+        prov = {"source": "train-autoencoder", "steps": cfg.steps, "images": int(data.shape[0]),
+                "kl_weight": cfg.kl_weight}
+        return fit(trainer, paths, progress=progress, should_stop=should_stop, log=log, provenance=prov)

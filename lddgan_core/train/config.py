@@ -1,0 +1,174 @@
+"""Training configuration (frozen dataclasses) and architecture presets for new models.
+
+Defaults follow the official LDDGAN run.sh for the 256 px sets (Adam betas 0.5/0.9, lr G 2e-4, lr D 1e-4,
+lazy R1 every 10 steps, no LR decay, sigmoid Weighted Learning with gamma 6) unless a comment says otherwise.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import AutoencoderConfig, GeneratorConfig
+from ..errors import ConfigError
+from .schedules import LR_SCHEDULES, REC_SCHEDULES
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _pos_int(obj, *names):
+    for n in names:
+        v = getattr(obj, n)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"{type(obj).__name__}.{n} must be a positive integer, got {v!r}")
+
+
+def _nonneg(obj, *names):
+    for n in names:
+        v = getattr(obj, n)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"{type(obj).__name__}.{n} must be a number >= 0, got {v!r}")
+
+
+class _DictMixin:
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        if not isinstance(d, dict):
+            raise ConfigError(f"{cls.__name__}: expected a dict, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(names)}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_DictMixin):
+    """One GAN training run (fine-tune or from scratch). An iteration = one D step + one G step."""
+
+    steps: int = 1000  # total iterations; schedules see progress = step / (steps - 1)
+    batch_size: int = 8  # global batch per iteration (split evenly over torchrun processes)
+    micro_batch: int | None = None  # samples per forward pass (gradient accumulation); None: the whole local batch
+    lr_g: float = 2e-4  # Adam learning rate of G (official CIFAR-10: 1.6e-4)
+    lr_d: float = 1e-4  # Adam learning rate of D (official CIFAR-10: 1.25e-4)
+    beta1: float = 0.5  # Adam betas as in the official script
+    beta2: float = 0.9
+    lr_schedule: str = "constant"  # "constant" (official --no_lr_decay) or "cosine" (down to min_lr)
+    min_lr: float = 1e-5  # cosine floor (official eta_min)
+    rec_schedule: str = "sigmoid"  # weight of the L1 term: sigmoid (paper), constant, off, linear, cosine
+    gamma: float = 6.0  # steepness of the sigmoid schedule
+    rec_value: float = 1.0  # scale of the constant / linear / cosine schedules
+    r1_gamma: float = 1.0  # R1 weight (official: 0.02 CIFAR-10, 2 CelebA-HQ, 1 LSUN)
+    lazy_reg: int = 10  # R1 every lazy_reg D steps (step % lazy_reg == 0)
+    ema_decay: float = 0.999  # EMA of G's weights; 0 disables (the EMA is then G itself)
+    ema_warmup: bool = False  # decay min(ema_decay, (1+step)/(10+step)): useful for short fine-tunes
+    latent_mode: str = "sample"  # KL data: "sample" posterior.sample() (official) or "mean"
+    precision: str = "auto"  # "fp32", "bf16" (autocast, CUDA only) or "auto" (bf16 on CUDA, else fp32)
+    seed: int = 0  # every random draw derives from (seed, step): runs and resumes are reproducible
+    log_every: int = 10  # iterations between loss-log rows
+    sample_every: int = 0  # iterations between sample grids (0: only at the end)
+    save_every: int = 0  # iterations between checkpoints (0: only at the end or on interrupt)
+    num_samples: int = 16  # images in a sample grid
+
+    def __post_init__(self):
+        _pos_int(self, "steps", "batch_size", "lazy_reg", "log_every", "num_samples")
+        if self.micro_batch is not None:
+            _pos_int(self, "micro_batch")
+        _nonneg(self, "lr_g", "lr_d", "min_lr", "gamma", "rec_value", "r1_gamma", "sample_every", "save_every")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        for n in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, n) < 1.0:
+                raise ConfigError(f"TrainConfig.{n} must be in [0, 1), got {getattr(self, n)!r}")
+        if self.rec_schedule not in REC_SCHEDULES:
+            raise ConfigError(f"TrainConfig.rec_schedule must be one of {list(REC_SCHEDULES)}, "
+                              f"got {self.rec_schedule!r}")
+        if self.rec_schedule == "sigmoid" and self.gamma <= 0:
+            raise ConfigError("TrainConfig.gamma must be > 0 for the sigmoid schedule")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"TrainConfig.lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.latent_mode not in ("sample", "mean"):
+            raise ConfigError(f"TrainConfig.latent_mode must be 'sample' or 'mean', got {self.latent_mode!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"TrainConfig.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
+
+    # fields that may change when a run is resumed (they do not change the optimisation)
+    RESUMABLE_CHANGES = ("steps", "log_every", "sample_every", "save_every", "num_samples", "precision")
+
+
+# -- presets for new models -----------------------------------------------------------------------------
+# Generator presets leave in_channels / image_size to the autoencoder and the image size.
+GENERATOR_PRESETS: dict[str, dict[str, Any]] = {
+    # seconds-per-step on a CPU; for tests and smoke runs
+    "tiny": dict(nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), nz=16, z_emb_dim=32, n_mlp=1),
+    # a few hours on one GPU for 32-64 px data
+    "small": dict(nf=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(), nz=50, z_emb_dim=128, n_mlp=2),
+    # the official configurations (LDDGAN_FACTS.md)
+    "cifar10": dict(nf=128, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(32,), nz=50, z_emb_dim=256, n_mlp=4),
+    "celeba256": dict(nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), nz=100, z_emb_dim=256,
+                      n_mlp=3),
+    "lsun256": dict(nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=3, attn_resolutions=(16,), nz=50, z_emb_dim=256,
+                    n_mlp=3),
+}
+
+# Autoencoder presets leave `resolution` to the image size.
+AUTOENCODER_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(kind="kl", embed_dim=4, z_channels=4, ch=32, ch_mult=(1, 2), num_res_blocks=1),
+    "tiny-vq": dict(kind="vq", embed_dim=3, z_channels=3, ch=32, ch_mult=(1, 2), num_res_blocks=1, double_z=False,
+                    n_embed=64),
+    # the official CIFAR-10 autoencoder: KL f=2, 4 channels, attention at 16 px, dropout 0.2, tanh output
+    "kl-f2": dict(kind="kl", embed_dim=4, z_channels=4, ch=128, ch_mult=(1, 2), num_res_blocks=2,
+                  attn_resolutions=(16,), dropout=0.2, tanh_out=True),
+    "kl-f4": dict(kind="kl", embed_dim=3, z_channels=3, ch=128, ch_mult=(1, 2, 4), num_res_blocks=2),
+    "kl-f8": dict(kind="kl", embed_dim=4, z_channels=4, ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2),
+    "vq-f4": dict(kind="vq", embed_dim=3, z_channels=3, ch=128, ch_mult=(1, 2, 4), num_res_blocks=2, double_z=False,
+                  n_embed=8192),
+}
+
+
+def _preset_or_dict(spec, presets: dict, what: str) -> dict:
+    if isinstance(spec, str):
+        if spec not in presets:
+            raise ConfigError(f"unknown {what} preset {spec!r}; presets are {sorted(presets)}")
+        return dict(presets[spec])
+    if isinstance(spec, dict):
+        return dict(spec)
+    raise ConfigError(f"{what}: expected a preset name or a dict, got {type(spec).__name__}")
+
+
+def generator_config(spec, in_channels: int, latent_size: int) -> GeneratorConfig:
+    """A GeneratorConfig from a preset name or a dict (official-style fields of GeneratorConfig)."""
+    d = _preset_or_dict(spec, GENERATOR_PRESETS, "generator")
+    d.setdefault("in_channels", in_channels)
+    d.setdefault("image_size", latent_size)
+    if d["in_channels"] != in_channels or d["image_size"] != latent_size:
+        raise ConfigError(f"generator config: in_channels/image_size {d['in_channels']}/{d['image_size']} do not fit "
+                          f"the autoencoder's latents ({in_channels} channels, {latent_size} px)")
+    return GeneratorConfig.from_dict(d)
+
+
+def autoencoder_config(spec, image_size: int) -> AutoencoderConfig:
+    """An AutoencoderConfig from a preset name or a dict; `resolution` defaults to the image size."""
+    d = _preset_or_dict(spec, AUTOENCODER_PRESETS, "autoencoder")
+    d.setdefault("resolution", image_size)
+    return AutoencoderConfig.from_dict(d)
+
+
+def default_discriminator(latent_shape, ngf: int = 64) -> dict:
+    """The official choice: the small D with 3 layers for latents up to 16 px (CIFAR-10), the large one with
+    4 layers above (CelebA-HQ, LSUN; 3 layers when the latent is smaller than 16 px)."""
+    C, H, W = latent_shape
+    side = min(H, W)
+    if side <= 16:
+        return dict(kind="small", in_channels=2 * C, ngf=ngf, num_layers=3)
+    return dict(kind="large", in_channels=2 * C, ngf=ngf, num_layers=4 if side >= 16 else 3)

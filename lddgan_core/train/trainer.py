@@ -1,0 +1,411 @@
+"""The LDDGAN trainer: a time-conditioned GAN in the latent space of a frozen autoencoder with Weighted
+Learning (DDGAN, Xiao et al. 2022, Alg. 1; LDDGAN, Trinh & Hamagami 2024, Eq. 9).
+
+One iteration (official train_ldgan.py order):
+  D step  real pairs (x_t, t, x_{t+1}) ~ q: softplus(-D) (+ lazy R1 on x_t every lazy_reg steps);
+          fakes x'_t ~ q(x_t | x_{t+1}, G(x_{t+1}, t, z)): softplus(D); Adam step of D.
+  G step  fresh t, pairs and z: softplus(-D(x'_t, t, x_{t+1})) + w(progress) L1(G(x_{t+1}, t, z), x_0);
+          Adam step of G, then the EMA of G.
+
+Randomness: every draw of iteration s (data order, t, q noises, z, posterior noises, KL posterior samples,
+dropout) comes from generators seeded with (seed, s) and is drawn on the CPU for the whole global batch;
+each process / micro-batch uses its rows. A run therefore does not depend on the device, a resumed run equals
+an uninterrupted one, and N processes equal one process with the same global batch and micro-batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+
+import torch
+
+from ..diffusion import posterior_sample, q_sample_pairs
+from ..discriminator import DiscriminatorConfig, build_discriminator
+from ..errors import CheckpointError, ConfigError
+from ..model import LDDGAN
+from ..sampling import NoiseSource, posterior_loop
+from . import dist as tdist
+from .config import TrainConfig, default_discriminator
+from .files import LOG_COLUMNS
+from .latents import LatentSet
+from .losses import d_fake_loss, d_real_loss, g_adv_loss, r1_penalty, rec_loss
+from .schedules import lr_at, progress_of, rec_weight
+
+STATE_FORMAT = "lddgan-train"
+STATE_VERSION = 1
+_MASK = (1 << 63) - 1
+_SALT_DATA, _SALT_STEP, _SALT_DROPOUT, _SALT_INIT = 0x5EED_DA7A, 0x5EED_57E9, 0x5EED_D209, 0x5EED_1417
+
+
+def mix_seed(seed: int, index: int, salt: int) -> int:
+    """A 63-bit seed for (seed, index, salt): distinct streams for data order, noises and dropout."""
+    x = (seed * 6364136223846793005 + index * 1442695040888963407 + salt * 2862933555777941757) & _MASK
+    x ^= x >> 29
+    return (x * 0xBF58476D1CE4E5B9) & _MASK
+
+
+def plain_module_copy(model_config, seed: int, device) -> LDDGAN:
+    """A new LDDGAN whose random init comes from `seed` without touching the caller's global RNG, on the
+    reference (non-fast) path so that gradients flow through the tested reference ops."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(mix_seed(seed, 0, _SALT_INIT))
+        m = LDDGAN(model_config)
+    if hasattr(m, "set_fast"):
+        m.set_fast(False)
+    return m.to(device)
+
+
+def clone_model(model: LDDGAN, device, seed: int = 0) -> LDDGAN:
+    """A float32 copy of `model` (a new object sharing no storage with it) on `device`."""
+    m = plain_module_copy(model.config, seed, "cpu")
+    with torch.no_grad():
+        for dst, src in ((m.generator, model.generator), (m.autoencoder, model.autoencoder)):
+            dst.load_state_dict({k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
+                                 for k, v in src.state_dict().items()}, strict=True)
+    return m.to(device)
+
+
+class GANTrainer:
+    """G (trained), its EMA, D, both Adam optimizers and the frozen autoencoder of one LDDGAN.
+
+    model: the starting point; it is copied, never modified. data: latents of the training images (autoencoder
+    space). discriminator: None (fresh, initialised from the seed), a DiscriminatorConfig / dict, or a state
+    dict to start from (with disc_config). device: where to train. world: the torchrun process group.
+    """
+
+    def __init__(self, model: LDDGAN, data: LatentSet, cfg: TrainConfig, *, disc_config=None,
+                 discriminator_state: dict | None = None, device="cpu", world: tdist.World | None = None):
+        self.cfg, self.world = cfg, world or tdist.World()
+        self.device = torch.device(device)
+        self.data = data
+        C, h, w = model.latent_shape
+        if tuple(data.mean.shape[1:]) != (C, h, w):
+            raise ConfigError(f"training latents have shape {tuple(data.mean.shape[1:])} but the model's latent shape "
+                              f"is {(C, h, w)}")
+        if cfg.batch_size % self.world.size:
+            raise ConfigError(f"batch size {cfg.batch_size} must be divisible by the number of processes "
+                              f"({self.world.size})")
+        self.local_batch = cfg.batch_size // self.world.size
+        self.micro = cfg.micro_batch or self.local_batch
+        if self.local_batch % self.micro:
+            raise ConfigError(f"micro batch {self.micro} must divide the per-process batch {self.local_batch}")
+        self.model = clone_model(model, self.device, cfg.seed)
+        self.model.autoencoder.requires_grad_(False).eval()
+        self.G = self.model.generator.train()
+        self.ema = copy.deepcopy(self.G).requires_grad_(False).eval()
+        if isinstance(disc_config, DiscriminatorConfig):
+            disc_config = disc_config.to_dict()
+        self.disc_config = DiscriminatorConfig.from_dict(disc_config or default_discriminator(model.latent_shape))
+        if self.disc_config.in_channels != 2 * C:
+            raise ConfigError(f"discriminator in_channels {self.disc_config.in_channels} must be 2 x latent channels "
+                              f"({2 * C})")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(mix_seed(cfg.seed, 1, _SALT_INIT))
+            self.D = build_discriminator(self.disc_config)
+        if discriminator_state is not None:
+            self.D.load_state_dict(discriminator_state, strict=True)
+        self.D.to(self.device).train()
+        for net in (self.G, self.ema, self.D):
+            tdist.broadcast_module(net, self.world)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
+        self.step = 0  # iterations done
+        self.history: list[dict] = []  # loss-log rows
+        self._perms: dict[int, torch.Tensor] = {}
+        self.data_fingerprint = data.fingerprint
+
+    # -- randomness --------------------------------------------------------------------------------------
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            if len(self._perms) > 4:
+                self._perms.clear()
+            g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, epoch, _SALT_DATA))
+            self._perms[epoch] = torch.randperm(len(self.data), generator=g)
+        return self._perms[epoch]
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        """Dataset rows of iteration `step`: positions step*B .. step*B+B-1 of the endless stream of per-epoch
+        permutations (so datasets smaller than the batch work, and any step is computable on its own)."""
+        N, B = len(self.data), self.cfg.batch_size
+        pos = torch.arange(step * B, step * B + B)
+        return torch.stack([self._perm(int(p) // N)[int(p) % N] for p in pos])
+
+    def draws(self, step: int) -> dict[str, torch.Tensor]:
+        """All noises of iteration `step` for the global batch, in a fixed order, on the CPU."""
+        B, (C, h, w) = self.cfg.batch_size, self.model.latent_shape
+        T, nz = self.model.num_timesteps, self.model.config.generator.nz
+        g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step, _SALT_STEP))
+        d = {"index": self.batch_indices(step)}
+        kl_sample = self.cfg.latent_mode == "sample" and self.data.std is not None
+        d["eps"] = torch.randn(B, C, h, w, generator=g) if kl_sample else None
+        for phase in ("d", "g"):
+            d[f"t_{phase}"] = torch.randint(0, T, (B,), generator=g)
+            d[f"q1_{phase}"] = torch.randn(B, C, h, w, generator=g)
+            d[f"q2_{phase}"] = torch.randn(B, C, h, w, generator=g)
+            d[f"z_{phase}"] = torch.randn(B, nz, generator=g)
+            d[f"post_{phase}"] = torch.randn(B, C, h, w, generator=g)
+        return d
+
+    # -- one iteration -----------------------------------------------------------------------------------
+    def _autocast(self):
+        p = self.cfg.precision
+        if self.device.type == "cuda" and p in ("auto", "bf16"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _chunks(self, d: dict):
+        """Yield (x0, rows-of-d) for this process's micro-batches; x0 = latent / scale_factor on the device."""
+        start = self.world.rank * self.local_batch
+        for j in range(start, start + self.local_batch, self.micro):
+            rows = {k: (v[j:j + self.micro] if v is not None else None) for k, v in d.items()}
+            x0 = self.data.draw(rows["index"], rows["eps"]) / self.model.scale_factor
+            yield x0.to(self.device), {k: (v.to(self.device) if v is not None else None) for k, v in rows.items()}
+
+    def d_step(self, d: dict, do_r1: bool) -> dict[str, float]:
+        """Accumulate D's gradients over the micro-batches: real pairs (+ R1), then posterior fakes."""
+        frac = self.micro / self.local_batch
+        logs = {"d_real": 0.0, "d_fake": 0.0}
+        if do_r1:
+            logs["r1"] = 0.0
+        self.D.requires_grad_(True)
+        for x0, r in self._chunks(d):
+            t = r["t_d"]
+            x_t, x_tp1 = q_sample_pairs(self.model.coefficients, x0, t, r["q1_d"], r["q2_d"])
+            x_t = x_t.detach().requires_grad_(True)
+            with self._autocast():
+                real = self.D(x_t, t, x_tp1)
+            loss = d_real_loss(real)
+            logs["d_real"] += frac * float(loss.detach())
+            if do_r1:
+                r1 = r1_penalty(real, x_t, self.cfg.r1_gamma)
+                logs["r1"] += frac * float(r1.detach())
+                loss = loss + r1
+            (frac * loss).backward()
+            with torch.no_grad(), self._autocast():
+                x0_pred = self.G(x_tp1, t, r["z_d"]).float()
+            x_pos = posterior_sample(self.model.posterior, x0_pred, x_tp1, t, r["post_d"])
+            with self._autocast():
+                fake = self.D(x_pos, t, x_tp1)
+            loss = d_fake_loss(fake)
+            logs["d_fake"] += frac * float(loss.detach())
+            (frac * loss).backward()
+        return logs
+
+    def g_step(self, d: dict, w: float) -> dict[str, float]:
+        """Accumulate G's gradients: non-saturating adversarial loss + w * L1(x0_pred, x0)."""
+        frac = self.micro / self.local_batch
+        logs = {"g_adv": 0.0, "rec": 0.0}
+        self.D.requires_grad_(False)
+        for x0, r in self._chunks(d):
+            t = r["t_g"]
+            x_t, x_tp1 = q_sample_pairs(self.model.coefficients, x0, t, r["q1_g"], r["q2_g"])
+            with self._autocast():
+                x0_pred = self.G(x_tp1, t, r["z_g"]).float()
+            x_pos = posterior_sample(self.model.posterior, x0_pred, x_tp1, t, r["post_g"])
+            with self._autocast():
+                fake = self.D(x_pos, t, x_tp1)
+            adv, rec = g_adv_loss(fake), rec_loss(x0_pred, x0)
+            logs["g_adv"] += frac * float(adv.detach())
+            logs["rec"] += frac * float(rec.detach())
+            (frac * (adv + w * rec if w else adv)).backward()
+        self.D.requires_grad_(True)
+        return logs
+
+    def ema_decay_at(self, step: int) -> float:
+        d = self.cfg.ema_decay
+        return min(d, (1.0 + step) / (10.0 + step)) if self.cfg.ema_warmup else d
+
+    @torch.no_grad()
+    def update_ema(self, decay: float) -> None:
+        """ema <- decay * ema + (1 - decay) * G (official EMA: initialised to G, updated after every G step)."""
+        for e, p in zip(self.ema.parameters(), self.G.parameters()):
+            e.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+        for e, b in zip(self.ema.buffers(), self.G.buffers()):
+            e.copy_(b)
+
+    def train_step(self) -> dict[str, float]:
+        """Run iteration `self.step`; returns its losses (averaged over processes)."""
+        cfg, s = self.cfg, self.step
+        p = progress_of(s, cfg.steps)
+        w = rec_weight(p, cfg.rec_schedule, cfg.gamma, cfg.rec_value)
+        lr_g, lr_d = (lr_at(p, lr, cfg.lr_schedule, cfg.min_lr) for lr in (cfg.lr_g, cfg.lr_d))
+        for opt, lr in ((self.opt_g, lr_g), (self.opt_d, lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        d = self.draws(s)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # dropout, seeded per iteration
+            torch.manual_seed(mix_seed(cfg.seed, s, _SALT_DROPOUT))
+            self.opt_d.zero_grad(set_to_none=True)
+            logs = self.d_step(d, do_r1=(s % cfg.lazy_reg == 0 and cfg.r1_gamma > 0))
+            tdist.average_gradients(self.D.parameters(), self.world)
+            self.opt_d.step()
+            self.opt_g.zero_grad(set_to_none=True)
+            logs.update(self.g_step(d, w))
+            tdist.average_gradients(self.G.parameters(), self.world)
+            self.opt_g.step()
+        self.update_ema(self.ema_decay_at(s))
+        self.opt_d.zero_grad(set_to_none=True)
+        self.opt_g.zero_grad(set_to_none=True)
+        logs = tdist.average_scalars(logs, self.world, self.device)
+        logs.update(step=s + 1, w=w, lr_g=lr_g, lr_d=lr_d, d_loss=logs["d_real"] + logs["d_fake"],
+                    g_loss=logs["g_adv"] + w * logs["rec"])
+        self.step = s + 1
+        return logs
+
+    # -- evaluation ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def reconstruction_l1(self, n: int | None = None, seed: int = 12345, use_ema: bool = False,
+                          t: int | None = None) -> float:
+        """Mean |G(x_{t+1}, t, z) - x0| over the first n training latents (mean latents; t, noises and z fixed by
+        `seed`, or every sample at step `t`): the quantity the L1 term trains, for measuring learning."""
+        lat = self.data.mean[: n or len(self.data)] / self.model.scale_factor
+        B, (C, h, w) = lat.shape[0], self.model.latent_shape
+        g = torch.Generator().manual_seed(seed)
+        t = torch.randint(0, self.model.num_timesteps, (B,), generator=g) if t is None else torch.full((B,), int(t))
+        q1, q2 = torch.randn(B, C, h, w, generator=g), torch.randn(B, C, h, w, generator=g)
+        z = torch.randn(B, self.model.config.generator.nz, generator=g)
+        net = self.ema if use_ema else self.G
+        was = net.training
+        net.eval()
+        try:
+            x0, t, q1, q2, z = (v.to(self.device) for v in (lat, t, q1, q2, z))
+            _, x_tp1 = q_sample_pairs(self.model.coefficients, x0, t, q1, q2)
+            return float((net(x_tp1, t, z).float() - x0).abs().mean())
+        finally:
+            net.train(was)
+
+    @torch.no_grad()
+    def sample_images(self, seeds, use_ema: bool = True) -> torch.Tensor:
+        """Images [n, 3, H, W] in [-1, 1] from the EMA generator (as LDDGAN.sample(seeds=...) + decode)."""
+        C, h, w = self.model.latent_shape
+        src = NoiseSource((len(seeds), C, h, w), self.model.config.generator.nz, seeds=list(seeds))
+        net = self.ema if use_ema else self.G
+        was = net.training
+        net.eval()
+        try:
+            x, _, _ = posterior_loop(net, self.model.posterior, src.initial().float().to(self.device),
+                                     self.model.num_timesteps, src)
+            return self.model.autoencoder.decode(x * self.model.scale_factor).float().clamp(-1, 1).cpu()
+        finally:
+            net.train(was)
+
+    log_columns = LOG_COLUMNS
+    curve_keys = ("d_loss", "g_adv", "rec", "w")
+
+    def synced_modules(self):
+        return (self.G, self.ema, self.D)
+
+    def finish(self, paths, provenance: dict | None = None):
+        """Export the trained model (EMA generator) and write paths.model / paths.discriminator."""
+        from .files import save_discriminator
+
+        model, files = self.export_model(provenance=provenance), {}
+        if paths.model:
+            files["model"] = model.save(paths.model)
+        if paths.discriminator:
+            files["discriminator"] = save_discriminator(self.D, paths.discriminator)
+        return model, files
+
+    def export_model(self, use_ema: bool = True, provenance: dict | None = None) -> LDDGAN:
+        """A new LDDGAN (CPU, float32, eval) with the EMA (or raw) generator and the frozen autoencoder."""
+        cfg = self.model.config
+        if provenance is not None:
+            cfg = dataclasses.replace(cfg, provenance=provenance)
+        m = plain_module_copy(cfg, self.cfg.seed, "cpu")
+        if hasattr(m, "set_fast"):
+            m.set_fast(True)
+        with torch.no_grad():
+            m.generator.load_state_dict({k: v.detach().cpu() for k, v in (self.ema if use_ema else self.G)
+                                         .state_dict().items()})
+            m.autoencoder.load_state_dict({k: v.detach().cpu() for k, v in self.model.autoencoder.state_dict().items()})
+        return m.eval()
+
+    # -- state -------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        cpu = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}  # noqa: E731
+        return {
+            "format": STATE_FORMAT, "format_version": STATE_VERSION, "kind": "gan",
+            "step": self.step,
+            "train_config": self.cfg.to_json(),
+            "model_config": self.model.config.to_json(),
+            "disc_config": json.dumps(self.disc_config.to_dict(), sort_keys=True),
+            "data_fingerprint": self.data_fingerprint,
+            "generator": cpu(self.G.state_dict()), "ema": cpu(self.ema.state_dict()),
+            "discriminator": cpu(self.D.state_dict()), "autoencoder": cpu(self.model.autoencoder.state_dict()),
+            "opt_g": _opt_to_cpu(self.opt_g.state_dict()), "opt_d": _opt_to_cpu(self.opt_d.state_dict()),
+            # every random draw is a function of (seed, step): this is the complete RNG state
+            "rng": {"seed": self.cfg.seed, "step": self.step},
+            "history": [dict(r) for r in self.history],
+        }
+
+    def load_state_dict(self, state: dict, where: str = "training state") -> None:
+        """Continue from `state` (written by state_dict). The model architecture, discriminator, data and
+        training hyper-parameters must match (steps and logging intervals may differ)."""
+        check_state(state, where)
+        from ..config import ModelConfig
+
+        if ModelConfig.from_dict(json.loads(state["model_config"])) != self.model.config:
+            raise CheckpointError(f"{where}: it was made for a different model architecture / schedule / scale factor")
+        if json.loads(state["disc_config"]) != self.disc_config.to_dict():
+            raise CheckpointError(f"{where}: its discriminator config {state['disc_config']} differs from "
+                                  f"{json.dumps(self.disc_config.to_dict(), sort_keys=True)}")
+        if state["data_fingerprint"] != self.data_fingerprint:
+            raise CheckpointError(f"{where}: it was trained on different images (or another autoencoder / "
+                                  f"augmentation); start a new run (--restart / resume=False) or write to "
+                                  f"another output")
+        old = TrainConfig.from_dict(json.loads(state["train_config"])).to_dict()
+        new = self.cfg.to_dict()
+        diff = sorted(k for k in new if old.get(k) != new[k] and k not in TrainConfig.RESUMABLE_CHANGES)
+        if diff:
+            raise CheckpointError(f"{where}: training settings differ from the saved run: "
+                                  + ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in diff)
+                                  + " (only steps, precision and logging intervals may change on resume; start a "
+                                    "new run with --restart / resume=False or write to another output)")
+        self.G.load_state_dict(state["generator"])
+        self.ema.load_state_dict(state["ema"])
+        self.D.load_state_dict(state["discriminator"])
+        self.model.autoencoder.load_state_dict(state["autoencoder"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step = int(state["step"])
+        self.history = [dict(r) for r in state.get("history", [])]
+
+
+def _opt_to_cpu(sd: dict) -> dict:
+    return {"state": {k: {n: (v.detach().cpu().clone() if torch.is_tensor(v) else v) for n, v in s.items()}
+                      for k, s in sd["state"].items()},
+            "param_groups": copy.deepcopy(sd["param_groups"])}
+
+
+def check_state(state, where: str = "training state", kind: str = "gan") -> None:
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{where} is not an LDDGAN training state (format {STATE_FORMAT!r})")
+    if int(state.get("format_version", 0)) > STATE_VERSION:
+        raise CheckpointError(f"{where}: format_version {state.get('format_version')} is newer than this library")
+    if state.get("kind") != kind:
+        raise CheckpointError(f"{where} is a {state.get('kind')!r} training state, expected {kind!r}")
+
+
+def save_state(path: str, state: dict) -> str:
+    """Write a training state atomically (torch.save of tensors and plain Python values only)."""
+    from ..io import atomic_write
+
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: str, kind: str = "gan") -> dict:
+    """Read a training state with torch.load(weights_only=True): tensors and plain values, no code."""
+    import os
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"training state {os.fspath(path)!r} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for damaged files
+        raise CheckpointError(f"training state {os.fspath(path)!r} could not be read: {e}") from None
+    check_state(state, f"training state {os.fspath(path)!r}", kind)
+    return state
