@@ -7,12 +7,15 @@ loader understands them. Attention placement comes from the config (``resolution
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import AutoencoderConfig
 from .errors import InputError
+from .ops import upsample_conv2x, upsample_conv_weight
 
 
 def _norm(c: int) -> nn.GroupNorm:
@@ -20,6 +23,10 @@ def _norm(c: int) -> nn.GroupNorm:
 
 
 class ResnetBlock(nn.Module):
+    # True: SiLU and the residual add reuse their input's memory when no gradient is recorded (fewer
+    # fresh allocations of full-resolution tensors); set by ``lddgan_core.fast.configure``.
+    inplace = False
+
     def __init__(self, in_ch: int, out_ch: int, dropout: float):
         super().__init__()
         self.norm1 = _norm(in_ch)
@@ -30,6 +37,10 @@ class ResnetBlock(nn.Module):
         self.nin_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
 
     def forward(self, x):  # [B, Cin, H, W] -> [B, Cout, H, W]
+        if self.inplace and not torch.is_grad_enabled() and not self.training:
+            h = self.conv1(F.silu(self.norm1(x), inplace=True))
+            h = self.conv2(F.silu(self.norm2(h), inplace=True))
+            return h.add_(x if self.nin_shortcut is None else self.nin_shortcut(x))
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         if self.nin_shortcut is not None:
@@ -38,7 +49,12 @@ class ResnetBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """Single-head spatial self-attention with 1x1-conv projections; out = x + h."""
+    """Single-head spatial self-attention with 1x1-conv projections; out = x + h.
+
+    ``attn_impl``: "ref" (softmax of bmm) or "sdpa" (F.scaled_dot_product_attention, default scale C^-0.5).
+    """
+
+    attn_impl = "ref"
 
     def __init__(self, c: int):
         super().__init__()
@@ -52,6 +68,12 @@ class AttnBlock(nn.Module):
         B, C, H, W = x.shape
         h = self.norm(x)
         q = self.q(h).reshape(B, C, H * W).transpose(1, 2)  # [B, HW, C]
+        if self.attn_impl == "sdpa":
+            k = self.k(h).reshape(B, C, H * W).transpose(1, 2)  # [B, HW, C]
+            v = self.v(h).reshape(B, C, H * W).transpose(1, 2)
+            h = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]  # [B, HW, C]
+            h = h.transpose(1, 2).reshape(B, C, H, W)
+            return x + self.proj_out(h)
         k = self.k(h).reshape(B, C, H * W)  # [B, C, HW]
         v = self.v(h).reshape(B, C, H * W)
         w = torch.softmax(torch.bmm(q, k) * (C ** -0.5), dim=2)  # [B, HW(q), HW(k)]
@@ -69,11 +91,32 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
+    """Nearest 2x upsampling then a 3x3 conv. ``impl`` "conv": both as one stride-2 transposed conv with a
+    4x4 kernel derived from the 3x3 one (4/9 of the MACs, no upsampled copy; ``ops.upsample_conv2x``)."""
+
+    impl = "ref"
+
     def __init__(self, c: int):
         super().__init__()
         self.conv = nn.Conv2d(c, c, 3, padding=1)
+        self._fused = (None, None)  # (key of the weight it was derived from, fused kernel)
 
-    def forward(self, x):
+    def _apply(self, fn, *args, **kw):  # .to() / .half(): the cached kernel is derived, drop it
+        self._fused = (None, None)
+        return super()._apply(fn, *args, **kw)
+
+    def fused_weight(self) -> torch.Tensor:
+        w = self.conv.weight
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if self._fused[0] != key:
+            fmt = torch.channels_last if w.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+            with torch.no_grad():  # stored in the weight's memory format: oneDNN copies it on every call otherwise
+                self._fused = (key, upsample_conv_weight(w.detach()).contiguous(memory_format=fmt))
+        return self._fused[1]
+
+    def forward(self, x):  # [B, C, H, W] -> [B, C, 2H, 2W]
+        if self.impl == "conv" and not torch.is_grad_enabled():
+            return upsample_conv2x(x, self.conv.weight, self.conv.bias, self.fused_weight())
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
@@ -243,5 +286,9 @@ class Autoencoder(nn.Module):
         self.check_latents(z)
         z = z.to(self.dtype)
         if self.cfg.kind == "vq":
-            z = self.quantize(z)
+            # nearest-code search in the stored precision even under autocast: half-precision distances
+            # can pick a different code
+            half = z.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(z.device.type)
+            with torch.autocast(z.device.type, enabled=False) if half else contextlib.nullcontext():
+                z = self.quantize(z)
         return self.decoder(self.post_quant_conv(z))

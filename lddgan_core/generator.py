@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from .config import GeneratorConfig
 from .errors import InputError
-from .ops import fir_conv_downsample2x, fir_downsample2x, fir_upsample2x, make_fir_kernel, timestep_embedding
+from .ops import (fir_conv_downsample2x, fir_conv_downsample2x_conv, fir_downsample2x, fir_downsample2x_conv,
+                  fir_upsample2x, fir_upsample2x_conv, make_fir_kernel, timestep_embedding)
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -58,7 +59,13 @@ class AdaGN(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """BigGAN-style residual block with AdaGN, optional FIR up/down-sampling of both paths."""
+    """BigGAN-style residual block with AdaGN, optional FIR up/down-sampling of both paths.
+
+    ``fir_impl``: "ref" (upfirdn2d) or "conv" (strided / transposed depthwise convs); set by
+    ``lddgan_core.fast.configure``.
+    """
+
+    fir_impl = "ref"
 
     def __init__(self, in_ch: int, out_ch: int, temb_dim: int, z_dim: int, fir_kernel, resample: str | None = None,
                  dropout: float = 0.0, skip_rescale: bool = True):
@@ -76,10 +83,14 @@ class ResBlock(nn.Module):
 
     def forward(self, x, temb, zemb):  # [B, Cin, H, W] -> [B, Cout, H', W']
         h = F.silu(self.norm0(x, zemb))
-        if self.resample == "up":
-            h, x = fir_upsample2x(h, self.fir), fir_upsample2x(x, self.fir)
-        elif self.resample == "down":
-            h, x = fir_downsample2x(h, self.fir), fir_downsample2x(x, self.fir)
+        if self.resample is not None:
+            fast = self.fir_impl == "conv"
+            if self.resample == "up":
+                up = fir_upsample2x_conv if fast else fir_upsample2x
+                h, x = up(h, self.fir), up(x, self.fir)
+            else:
+                down = fir_downsample2x_conv if fast else fir_downsample2x
+                h, x = down(h, self.fir), down(x, self.fir)
         h = self.conv0(h)
         h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
         h = F.silu(self.norm1(h, zemb))
@@ -90,7 +101,13 @@ class ResBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """Single-head self-attention over all positions (NCSN++ AttnBlockpp), residual (x + h)/sqrt(2)."""
+    """Single-head self-attention over all positions (NCSN++ AttnBlockpp), residual (x + h)/sqrt(2).
+
+    ``attn_impl``: "ref" (softmax of bmm) or "sdpa" (F.scaled_dot_product_attention, whose default scale
+    1/sqrt(head dim) is the C^-0.5 used here).
+    """
+
+    attn_impl = "ref"
 
     def __init__(self, channels: int, skip_rescale: bool = True):
         super().__init__()
@@ -105,13 +122,19 @@ class AttnBlock(nn.Module):
         B, C, H, W = x.shape
         h = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
         q, k, v = self.q(h), self.k(h), self.v(h)
-        w = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * (C ** -0.5), dim=-1)  # [B, HW(q), HW(k)]
-        h = self.proj(torch.bmm(w, v)).transpose(1, 2).reshape(B, C, H, W)
+        if self.attn_impl == "sdpa":
+            h = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]  # [B, HW, C]
+        else:
+            w = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * (C ** -0.5), dim=-1)  # [B, HW(q), HW(k)]
+            h = torch.bmm(w, v)
+        h = self.proj(h).transpose(1, 2).reshape(B, C, H, W)
         return (x + h) / _SQRT2 if self.skip_rescale else x + h
 
 
 class PyramidDown(nn.Module):
     """Input-pyramid step: FIR pre-filter then a stride-2 3x3 conv with bias (progressive_input='residual')."""
+
+    fir_impl = "ref"  # "ref" (upfirdn2d) or "conv" (depthwise conv)
 
     def __init__(self, in_ch: int, out_ch: int, fir_kernel):
         super().__init__()
@@ -121,7 +144,8 @@ class PyramidDown(nn.Module):
         self.register_buffer("fir", make_fir_kernel(fir_kernel), persistent=False)
 
     def forward(self, x):  # [B, Cin, H, W] -> [B, Cout, H/2, W/2]
-        return fir_conv_downsample2x(x, self.weight, self.bias, self.fir)
+        f = fir_conv_downsample2x_conv if self.fir_impl == "conv" else fir_conv_downsample2x
+        return f(x, self.weight, self.bias, self.fir)
 
 
 def _key(res: int, name: str) -> str:
@@ -203,8 +227,10 @@ class Generator(nn.Module):
         self.check_inputs(x_t, t, z)
         cfg = self.cfg
         dtype = self.conv_in.weight.dtype
-        if zemb is None or temb is None:
-            temb, zemb = self.embed(t, z)
+        if temb is None:
+            temb = self.embed_time(t)
+        if zemb is None:
+            zemb = self.embed_z(z)
         x = x_t.to(dtype)
         if not cfg.centered:
             x = 2 * x - 1.0
@@ -245,8 +271,13 @@ class Generator(nn.Module):
 
     def embed(self, t, z):
         """(t [B], z [B, nz]) -> (temb [B, 4nf], zemb [B, z_emb_dim])."""
-        dtype = self.conv_in.weight.dtype
-        zemb = self.z_mapping(z.to(dtype))
-        temb = timestep_embedding(t, self.cfg.nf).to(dtype)
-        temb = self.t_embed["fc1"](F.silu(self.t_embed["fc0"](temb)))
-        return temb, zemb
+        return self.embed_time(t), self.embed_z(z)
+
+    def embed_time(self, t):
+        """t int64 [B] -> temb [B, 4nf]; depends on t only, so a sampler can compute it once per step index."""
+        temb = timestep_embedding(t, self.cfg.nf).to(self.conv_in.weight.dtype)
+        return self.t_embed["fc1"](F.silu(self.t_embed["fc0"](temb)))
+
+    def embed_z(self, z):
+        """z [B, nz] -> zemb [B, z_emb_dim]."""
+        return self.z_mapping(z.to(self.conv_in.weight.dtype))

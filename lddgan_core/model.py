@@ -7,19 +7,26 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
+from . import fast as fastpath
 from .autoencoder import Autoencoder
 from .config import ModelConfig
 from .diffusion import DiffusionCoefficients, PosteriorCoefficients
 from .errors import InputError
+from .fast import FastOptions
 from .generator import Generator
 from .sampling import NoiseSource, noised_start, posterior_loop, start_step_for
 
 
 class LDDGAN(nn.Module):
     """A complete LDDGAN. Latents handed in and out (``encode``/``decode``/``sample``) live in the
-    autoencoder's own, unscaled space; the generator works on latent / scale_factor."""
+    autoencoder's own, unscaled space; the generator works on latent / scale_factor.
 
-    def __init__(self, config: ModelConfig):
+    ``encode`` / ``decode`` / ``sample`` run the fast path described by ``self.fast`` (a
+    ``lddgan_core.fast.FastOptions``; by default every piece that is exact in float32); ``set_fast(False)``
+    selects the reference path.
+    """
+
+    def __init__(self, config: ModelConfig, fast: FastOptions | bool | str = True):
         super().__init__()
         self.config = config
         self.generator = Generator(config.generator)
@@ -27,6 +34,32 @@ class LDDGAN(nn.Module):
         # Plain tensors, not buffers: they are derived from the config and never saved.
         self.coefficients = DiffusionCoefficients.from_config(config.diffusion)
         self.posterior = PosteriorCoefficients.from_config(config.diffusion)
+        self.set_fast(fast)
+
+    # -- fast path ------------------------------------------------------------------------------------------
+    def set_fast(self, options: FastOptions | bool | str = True) -> "LDDGAN":
+        """Choose the inference path: a FastOptions, True (float32 fast path), False (reference) or a
+        preset name ("ref", "fast", "bf16", "fp16", "max"). Returns self."""
+        self.fast = FastOptions.coerce(options)
+        fastpath.configure(self, self.fast, self.device)
+        self._fast_cache = fastpath.CallableCache()  # compiled / graphed callables, rebuilt lazily
+        self._decoder_half_failed = False
+        return self
+
+    def _apply(self, fn, *args, **kw):  # .to() / .cuda() / .half(): keep the memory format the options want
+        out = super()._apply(fn, *args, **kw)
+        if "fast" in self.__dict__:
+            fastpath.configure(self, self.fast, self.device)
+            self._fast_cache = fastpath.CallableCache()
+        return out
+
+    def _callable(self, name: str):
+        """The generator / decoder as the options want it called (plain, compiled, CUDA-graphed)."""
+        key = (name, self.device)
+        if key not in self._fast_cache:
+            fn = self.generator if name == "generator" else self.autoencoder.decode
+            self._fast_cache[key] = fastpath.wrap(fn, self.fast, self.device)
+        return self._fast_cache[key]
 
     # -- properties -------------------------------------------------------------------------------------
     @property
@@ -54,13 +87,38 @@ class LDDGAN(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """[B, 3, H, W] in [-1, 1] -> autoencoder latent [B, C, H/f, W/f] (KL: posterior mean; VQ: pre-quantization)."""
         images = images.to(self.device) if torch.is_tensor(images) else images  # else: checked below
-        return self.autoencoder.encode(images).float()
+        with fastpath.runtime(self.fast, self.device):
+            out = self.autoencoder.encode(images).float().contiguous()
+        return fastpath.to_normal(out)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Autoencoder latent [B, C, h, w] -> images [B, 3, h*f, w*f] in [-1, 1] (VQ quantizes first)."""
+    def decode(self, latents: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Autoencoder latent [B, C, h, w] -> images [B, 3, h*f, w*f] in [-1, 1] (VQ quantizes first).
+
+        Decodes ``chunk_size`` latents at a time (default: ``self.fast.decode_chunk``, "auto" sizes chunks
+        from a memory budget) so that memory stays bounded for big batches; the result does not depend on it
+        beyond float rounding.
+        """
         latents = latents.to(self.device) if torch.is_tensor(latents) else latents  # else: checked below
-        return self.autoencoder.decode(latents).float()
+        self.autoencoder.check_latents(latents)
+        if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) < 1):
+            raise InputError(f"decode chunk_size: expected a positive integer, got {chunk_size!r}")
+        n = fastpath.decode_chunk_size(self, latents, self.fast, chunk_size)
+        with fastpath.runtime(self.fast, self.device):
+            outs = [self._decode_chunk(chunk) for chunk in latents.split(n)]
+            out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return fastpath.to_normal(out)
+
+    def _decode_chunk(self, z: torch.Tensor) -> torch.Tensor:
+        """[n, C, h, w] -> float32 [n, 3, H, W] in NCHW, in half precision where the options allow it."""
+        with fastpath.runtime(self.fast, self.device, "decoder", half=not self._decoder_half_failed) as half:
+            img = self._callable("decoder")(z)
+            if half is not None and self.fast.decoder_fp32 == "auto" and not bool(torch.isfinite(img).all()):
+                self._decoder_half_failed = True  # e.g. fp16 overflow: stay in float32 from now on
+                fastpath.warn_decoder_fallback("LDDGAN.decode")
+                with torch.autocast(self.device.type, enabled=False):
+                    img = self.autoencoder.decode(z)
+            return img.float().contiguous()
 
     # -- sampling -----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -132,10 +190,13 @@ class LDDGAN(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            x, traj, x0s = posterior_loop(self.generator, self.posterior, x.to(dev), k, src, callback)
+            with fastpath.runtime(self.fast, dev, "generator", vq=self.config.autoencoder.kind == "vq"):
+                x, traj, x0s = posterior_loop(self._callable("generator"), self.posterior, x.to(dev), k, src, callback,
+                                              precompute=self.fast.precompute, embedder=self.generator)
+                out = (x * sf).contiguous()
         finally:
             self.train(was_training)
-        out = x * sf
+        out, traj, x0s = fastpath.to_normal(out), fastpath.to_normal(traj), fastpath.to_normal(x0s)
         return (out, traj, x0s) if return_trajectory else out
 
     @torch.no_grad()

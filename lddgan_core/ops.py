@@ -73,3 +73,76 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     if dim % 2:
         emb = F.pad(emb, (0, 1))
     return emb
+
+
+# -- fast forms (same maths, fewer passes over memory) ---------------------------------------------------
+# Each function below equals its reference counterpart above up to float rounding; tests/test_fast_ops.py
+# checks every one against ``upfirdn2d`` / the plain layer sequence.
+
+def _depthwise(k: torch.Tensor, C: int, like: torch.Tensor) -> torch.Tensor:
+    """[kh, kw] -> depthwise weight [C, 1, kh, kw] in like's dtype / device."""
+    return k.to(dtype=like.dtype, device=like.device)[None, None].expand(C, 1, *k.shape).contiguous()
+
+
+def fir_upsample2x_conv(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``fir_upsample2x`` as one transposed depthwise convolution (stride 2): no zero-filled 4x tensor.
+
+    Zero insertion + pad (p0, p1) + a true convolution with k equals conv_transpose2d with the unflipped
+    kernel, padding K-1-p0 and output_padding p1-p0+1 (both 1 and 0 for the 4-tap kernel). [B, C, H, W]
+    -> [B, C, 2H, 2W].
+    """
+    K = k.shape[0]
+    p = K - 2
+    p0, p1 = (p + 1) // 2 + 1, p // 2
+    pad, out_pad = K - 1 - p0, p1 - p0 + 1
+    if pad < 0 or not 0 <= out_pad < 2:  # kernels the transposed form cannot express: reference path
+        return fir_upsample2x(x, k)
+    C = x.shape[1]
+    return F.conv_transpose2d(x, _depthwise(k * 4, C, x), stride=2, padding=pad, output_padding=out_pad, groups=C)
+
+
+def fir_downsample2x_conv(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``fir_downsample2x`` as one stride-2 depthwise convolution (keeping every 2nd output of a stride-1
+    filter is a stride-2 filter). [B, C, H, W] -> [B, C, H/2, W/2]."""
+    p = k.shape[0] - 2
+    p0, p1 = (p + 1) // 2, p // 2
+    if p0 != p1:
+        return fir_downsample2x(x, k)
+    C = x.shape[1]
+    return F.conv2d(x, _depthwise(torch.flip(k, [0, 1]), C, x), stride=2, padding=p0, groups=C)
+
+
+def fir_conv_downsample2x_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                               k: torch.Tensor) -> torch.Tensor:
+    """``fir_conv_downsample2x`` without upfirdn2d: the FIR blur as a padded depthwise conv, then the
+    stride-2 conv. (Fusing both into one (kh+K-1)^2 kernel was measured slower: 4x the MACs of the conv.)
+    [B, I, H, W] -> [B, O, H/2, W/2]."""
+    p = (k.shape[0] - 2) + (weight.shape[-1] - 1)
+    p0, p1 = (p + 1) // 2, p // 2
+    if p0 != p1:
+        return fir_conv_downsample2x(x, weight, bias, k)
+    C = x.shape[1]
+    x = F.conv2d(x, _depthwise(torch.flip(k, [0, 1]), C, x), padding=p0, groups=C)
+    return F.conv2d(x, weight, bias, stride=2)
+
+
+def upsample_conv_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Kernel of "nearest 2x upsampling then 3x3 conv (padding 1)" as a stride-2 transposed conv.
+
+    Per axis, output 2i reads x[i-1] w0 + x[i] (w1 + w2) and output 2i+1 reads x[i] (w0 + w1) + x[i+1] w2;
+    a 4-tap transposed kernel [w2, w1+w2, w0+w1, w0] with padding 1 produces exactly those sums, 4 taps per
+    output per axis pair instead of 9. weight [O, I, 3, 3] -> [I, O, 4, 4] (conv_transpose2d layout).
+    """
+    w0, w1, w2 = weight.unbind(2)  # rows
+    w = torch.stack([w2, w1 + w2, w0 + w1, w0], dim=2)  # [O, I, 4, 3]
+    w0, w1, w2 = w.unbind(3)  # columns
+    w = torch.stack([w2, w1 + w2, w0 + w1, w0], dim=3)  # [O, I, 4, 4]
+    return w.transpose(0, 1)
+
+
+def upsample_conv2x(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    fused_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """conv2d(interpolate(x, 2, nearest), weight, bias, padding=1) for a 3x3 `weight`, computed as one
+    transposed conv at 4/9 of the MACs. [B, I, H, W] -> [B, O, 2H, 2W]."""
+    w = upsample_conv_weight(weight) if fused_weight is None else fused_weight
+    return F.conv_transpose2d(x, w, bias, stride=2, padding=1)

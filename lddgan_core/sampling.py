@@ -6,6 +6,7 @@ Randomness comes in through a ``NoiseSource`` so that the loop is the same for e
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Sequence
 
 import torch
@@ -44,18 +45,29 @@ class NoiseSource:
 
 
 def posterior_loop(generator: Callable, post: PosteriorCoefficients, x: torch.Tensor, start: int,
-                   noise: NoiseSource, callback: Callable | None = None, *, embed: Callable | None = None):
+                   noise: NoiseSource, callback: Callable | None = None, *, precompute: bool = False,
+                   embedder=None):
     """Run steps i = start-1 .. 0 from x (= x_start in diffusion space). Returns (x, trajectory, x0s).
 
     ``callback(info)`` gets a dict with step (0-based loop step), total, t, x (after the step), x0.
+    ``precompute``: the step tensors, the time embeddings (``embedder.embed_time``, handed to the generator
+    as ``temb=``) and the posterior coefficients on x's device, all made before the loop. Each embedding is
+    computed on the same [B] batch the generator would use, so the results are bit-identical.
     """
-    device = x.device
+    device, B = x.device, x.shape[0]
+    steps = list(reversed(range(start)))
+    ts = {i: torch.full((B,), i, dtype=torch.int64, device=device) for i in steps}
+    tembs = {}
+    if precompute:
+        post = dataclasses.replace(post, **{f.name: getattr(post, f.name).to(device)
+                                            for f in dataclasses.fields(post)})
+        if embedder is not None:
+            tembs = {i: embedder.embed_time(ts[i]) for i in steps}  # [B, 4nf] each
     traj, x0s = [x], []
-    for s, i in enumerate(reversed(range(start))):
-        B = x.shape[0]
-        t = torch.full((B,), i, dtype=torch.int64, device=device)
+    for s, i in enumerate(steps):
+        t = ts[i]
         z = noise.z(s).to(device=device, dtype=torch.float32)
-        x0 = generator(x, t, z).float()
+        x0 = (generator(x, t, z, temb=tembs[i]) if i in tembs else generator(x, t, z)).float()
         eps = noise.noise(s).to(device=device, dtype=torch.float32)
         x = posterior_sample(post, x0, x, t, eps)
         traj.append(x)

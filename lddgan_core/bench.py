@@ -1,0 +1,399 @@
+"""Benchmark: the reference path against the fast path(s) on the official architectures.
+
+    python -m lddgan_core.bench                                 # CPU: batch 1 and 8; CUDA: batch 100
+    python -m lddgan_core.bench --arch lsun256 --batch 1 --reps 3 --json bench.json
+
+For each architecture (the three official ones at full size with random weights, built from the official
+hyper-parameters, and the shipped default model), batch size and path ("ref", "fast" = float32 fast path,
+"bf16" = fast path + bfloat16 autocast) it times sampling only, decoding only and end to end (sampling +
+decoding), interleaving the paths rep by rep so that a busy machine slows them alike. Reported: ms per
+batch (mean and median), images/s, the ratio to the reference path (median based), the max abs difference
+of the outputs from the reference path's on the same seeds (and PSNR of the images), peak memory (CPU: the
+peak RSS growth of a fresh subprocess running one end-to-end batch; CUDA: max_memory_allocated), and the
+FLOPs (conv + matmul, counted by torch.utils.flop_counter) per image with the achieved TFLOP/s. On CUDA the
+protocol is the paper's: warm-up, then the mean over repeated runs timed with CUDA events.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from .config import AutoencoderConfig, DiffusionConfig, GeneratorConfig, ModelConfig
+from .fast import FastOptions
+
+# The official architectures (LDDGAN_FACTS.md; the official run.sh test commands). nz = 50 for LSUN: what the
+# released training used (the test line's 100 is overridden by the checkpoint).
+OFFICIAL = {
+    "cifar10": dict(
+        generator=dict(in_channels=4, image_size=16, nf=128, ch_mult=(1, 2, 2), num_res_blocks=2,
+                       attn_resolutions=(32,), nz=50, z_emb_dim=256, n_mlp=4),
+        autoencoder=dict(kind="kl", embed_dim=4, z_channels=4, ch=128, ch_mult=(1, 2), num_res_blocks=2,
+                         attn_resolutions=(16,), resolution=32, dropout=0.2, tanh_out=True),
+        T=4, scale_factor=105.0, image_size=32),
+    "celeba256": dict(
+        generator=dict(in_channels=3, image_size=64, nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2,
+                       attn_resolutions=(16,), nz=100, z_emb_dim=256, n_mlp=3),
+        autoencoder=dict(kind="vq", embed_dim=3, z_channels=3, ch=128, ch_mult=(1, 2, 4), num_res_blocks=2,
+                         resolution=256, double_z=False, n_embed=8192),
+        T=2, scale_factor=6.0, image_size=256),
+    "lsun256": dict(
+        generator=dict(in_channels=4, image_size=32, nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=3,
+                       attn_resolutions=(16,), nz=50, z_emb_dim=256, n_mlp=3),
+        autoencoder=dict(kind="kl", embed_dim=4, z_channels=4, ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2,
+                         resolution=256),
+        T=4, scale_factor=60.0, image_size=256),
+}
+# FLOPs per image, T generator steps + one decode, as the issue states them (G = 1e9).
+ISSUE_FLOPS = {"cifar10": 20.6e9, "celeba256": 780e9, "lsun256": 694e9}
+# Dense bf16 tensor-core peaks (TFLOP/s) of GPUs we may meet, for the "fraction of peak" column.
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+PATHS = {
+    "ref": FastOptions.reference(),
+    "fast": FastOptions(),  # float32 fast path (the default)
+    "bf16": FastOptions(autocast="bf16"),  # generator fp32 for VQ models only ("auto")
+    "bf16dec": FastOptions(autocast="bf16", generator_fp32=True),  # bf16 decoder, fp32 generator
+    "bf16gen": FastOptions(autocast="bf16", generator_fp32=False),  # bf16 generator also for VQ models
+    "fp16": FastOptions(autocast="fp16"),
+    "max": FastOptions(autocast="bf16", compile=True, cuda_graphs=True),
+}
+PARTS = ("sample", "decode", "e2e")
+
+
+def official_config(name: str) -> ModelConfig:
+    a = OFFICIAL[name]
+    return ModelConfig(generator=GeneratorConfig(**a["generator"]), autoencoder=AutoencoderConfig(**a["autoencoder"]),
+                       diffusion=DiffusionConfig(num_timesteps=a["T"]), scale_factor=a["scale_factor"],
+                       image_size=a["image_size"], name=f"{name} (random weights)")
+
+
+def build(arch: str, device: str = "cpu", seed: int = 0):
+    """A full-size official architecture with random weights (seeded), or the shipped default model."""
+    from . import io
+
+    if arch == "default":
+        from .cli import default_model_path
+
+        return io.load_model(default_model_path(), device=device)
+    from .model import LDDGAN
+
+    torch.manual_seed(seed)
+    return LDDGAN(official_config(arch)).to(device).eval()
+
+
+# -- FLOPs ------------------------------------------------------------------------------------------------
+def count_flops(config: ModelConfig, fast: bool | FastOptions = False) -> dict[str, float]:
+    """Conv + matmul FLOPs per image (multiply-add = 2), counted on the meta device (no compute):
+    generator forward, decode, and T * generator + decode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .model import LDDGAN
+
+    with torch.device("meta"):
+        m = LDDGAN(config, fast=fast)
+        C, h, w = config.latent_shape
+        x, t, z = torch.zeros(1, C, h, w), torch.zeros(1, dtype=torch.int64), torch.zeros(1, config.generator.nz)
+    out = {}
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            m.generator(x, t, z)
+        out["generator"] = float(fc.get_total_flops())
+        with FlopCounterMode(display=False) as fc:
+            m.autoencoder.decode(x)
+        out["decode"] = float(fc.get_total_flops())
+    out["total"] = config.diffusion.num_timesteps * out["generator"] + out["decode"]
+    return out
+
+
+# -- timing -----------------------------------------------------------------------------------------------
+def _time_once(fn, device) -> tuple[float, object]:
+    """Seconds for one call (CUDA events on GPU), and the call's result."""
+    if torch.device(device).type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1e3, out
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1] (peak-to-peak 2), after clamping both."""
+    mse = float(((a.clamp(-1, 1) - b.clamp(-1, 1)).double() ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
+
+
+def bench_arch(arch: str, batches, paths, device, reps: int, warmup: int, parts=PARTS, log=print) -> list[dict]:
+    """Rows of results for one architecture: one per (batch, path, part)."""
+    base = build(arch, device)
+    # one copy of the weights per path, so that no path pays for another's memory-format conversion
+    models = {p: (copy.deepcopy(base) if i < len(paths) - 1 else base).set_fast(PATHS[p]) for i, p in enumerate(paths)}
+    rows = []
+    for B in batches:
+        dec_in = models[paths[0]].sample(batch_size=B, seed=1)  # the decode-only input, same for every path
+        calls = {
+            "sample": lambda m: m.sample(batch_size=B, seed=0),
+            "decode": lambda m: m.decode(dec_in),
+            "e2e": lambda m: m.decode(m.sample(batch_size=B, seed=0)),
+        }
+        for part in parts:
+            times = {p: [] for p in paths}
+            outs = {}
+            for p in paths:  # warm-up (also the output compared between paths)
+                for _ in range(max(warmup, 1)):
+                    _, outs[p] = _time_once(lambda: calls[part](models[p]), device)
+            for _ in range(reps):
+                for p in paths:  # interleaved: a busy machine slows every path alike
+                    dt, _ = _time_once(lambda: calls[part](models[p]), device)
+                    times[p].append(dt)
+            for p in paths:
+                ts = times[p]
+                row = dict(arch=arch, batch=B, part=part, path=p, reps=len(ts), ms_mean=1e3 * statistics.mean(ts),
+                           ms_median=1e3 * statistics.median(ts), ms_min=1e3 * min(ts),
+                           images_per_s=B / statistics.mean(ts))
+                if "ref" in times:
+                    row["speedup_vs_ref"] = statistics.median(times["ref"]) / statistics.median(ts)
+                    d = (outs[p].float() - outs["ref"].float()).abs().max()
+                    row["max_abs_diff_vs_ref"] = float(d)
+                    if part != "sample":
+                        row["psnr_vs_ref_db"] = psnr(outs[p].float(), outs["ref"].float())
+                rows.append(row)
+                log(_fmt_row(row))
+    if torch.device(device).type == "cuda":
+        for p in paths:  # peak memory of one end-to-end batch per path, at the largest batch
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+            models[p].decode(models[p].sample(batch_size=max(batches), seed=0))
+            peak = torch.cuda.max_memory_allocated(device) - before
+            for r in rows:
+                if r["path"] == p and r["batch"] == max(batches):
+                    r["peak_mem_mb_e2e"] = peak / 2 ** 20
+    return rows
+
+
+def peak_rss_e2e(arch: str, batch: int, path: str, threads: int | None = None) -> float | None:
+    """Peak RSS growth (MiB) of one end-to-end batch, measured in a fresh CPU subprocess."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "lddgan_core.bench", "--_peak", arch, str(batch), path]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    try:
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600, check=True).stdout
+        return float(json.loads(out.strip().splitlines()[-1])["peak_mb"])
+    except (subprocess.SubprocessError, ValueError, KeyError, IndexError):
+        return None
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _peak_child(arch: str, batch: int, path: str) -> None:
+    m = build(arch, "cpu").set_fast(PATHS[path])
+    m.decode(m.sample(batch_size=1, seed=0))  # first-call allocations (oneDNN primitives, caches) out of the way
+    try:  # reset the high-water mark so model building does not count
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _status_kb("VmRSS")
+        m.decode(m.sample(batch_size=batch, seed=0))
+        peak = _status_kb("VmHWM")
+    except OSError:  # no procfs (not Linux): the peak since start, model building included
+        import resource
+
+        base = 0
+        m.decode(m.sample(batch_size=batch, seed=0))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; an upper bound anyway
+    print(json.dumps({"peak_mb": (peak - base) / 1024}))
+
+
+# -- report -----------------------------------------------------------------------------------------------
+def machine_info(device) -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "threads": torch.get_num_threads(), "device": str(device)}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor()
+    info["cpu_count"] = os.cpu_count()
+    if hasattr(os, "getloadavg"):
+        info["loadavg_start"] = os.getloadavg()
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _fmt_row(r: dict) -> str:
+    s = (f"{r['arch']:>10} B={r['batch']:<3} {r['part']:>6} {r['path']:>5}: {r['ms_mean']:10.1f} ms/batch "
+         f"(median {r['ms_median']:.1f}) {r['images_per_s']:8.2f} img/s")
+    if "speedup_vs_ref" in r:
+        s += f"  x{r['speedup_vs_ref']:.2f} vs ref  max|d| {r['max_abs_diff_vs_ref']:.2e}"
+        if "psnr_vs_ref_db" in r:
+            s += f"  PSNR {r['psnr_vs_ref_db']:.1f} dB"
+    return s
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| arch | batch | part | path | ms/batch (mean) | median | img/s | vs ref | max abs diff | PSNR dB "
+            "| GFLOP/img | TFLOP/s | peak MiB |")
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for r in rows:
+        f = lambda k, fmt: (fmt.format(r[k]) if r.get(k) is not None else "")  # noqa: E731
+        lines.append("| " + " | ".join([
+            r["arch"], str(r["batch"]), r["part"], r["path"], f("ms_mean", "{:.1f}"), f("ms_median", "{:.1f}"),
+            f("images_per_s", "{:.2f}"), f("speedup_vs_ref", "{:.2f}x"), f("max_abs_diff_vs_ref", "{:.1e}"),
+            f("psnr_vs_ref_db", "{:.1f}"), f("gflop_per_image", "{:.1f}"), f("tflops", "{:.3f}"),
+            f("peak_mem_mb_e2e", "{:.0f}")]) + " |")
+    return "\n".join(lines)
+
+
+TARGETS = [  # (device type, arch, batch, part, path, minimum speedup) from the issue
+    ("cpu", "cifar10", 8, "e2e", "fast", 1.5), ("cpu", "lsun256", 1, "e2e", "fast", 1.3),
+    ("cuda", "celeba256", 100, "e2e", "bf16", 2.5), ("cuda", "lsun256", 100, "e2e", "bf16", 2.5),
+]
+
+
+def target_lines(rows: list[dict], device) -> list[str]:
+    dtype = torch.device(device).type
+    out = []
+    for dev, arch, B, part, path, need in TARGETS:
+        if dev != dtype:
+            continue
+        for p in (path, "bf16") if path == "fast" else (path,):
+            r = next((r for r in rows if (r["arch"], r["batch"], r["part"], r["path"]) == (arch, B, part, p)), None)
+            if r is not None and "speedup_vs_ref" in r:
+                ok = "met" if r["speedup_vs_ref"] >= need else "NOT met"
+                extra = f", PSNR {r['psnr_vs_ref_db']:.1f} dB" if "psnr_vs_ref_db" in r else ""
+                out.append(f"target {arch} B={B} {part} {p} >= {need}x: measured {r['speedup_vs_ref']:.2f}x "
+                           f"({ok}; max abs diff {r['max_abs_diff_vs_ref']:.1e}{extra})")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lddgan_core.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", default="cifar10,celeba256,lsun256,default",
+                    help="comma list of cifar10, celeba256, lsun256, default (the shipped model)")
+    ap.add_argument("--batch", default=None, help="comma list of batch sizes (default: CPU 1,8; CUDA 100)")
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    ap.add_argument("--paths", default=None,
+                    help="comma list of ref, fast, bf16, bf16dec (generator fp32), bf16gen (generator bf16 also "
+                         "for VQ), fp16, max (default: ref,fast,bf16)")
+    ap.add_argument("--parts", default="sample,decode,e2e")
+    ap.add_argument("--reps", type=int, default=None, help="timed repetitions per path (default: CPU 3, CUDA 10)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: CPU 1, CUDA 3)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    ap.add_argument("--memory-only", action="store_true", help="CPU: only the peak-memory measurement, no timing")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the GPU's bf16 matrix peak, for the %% column")
+    ap.add_argument("--json", default=None, help="write all results to this JSON file")
+    ap.add_argument("--_peak", nargs=3, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a._peak:
+        _peak_child(a._peak[0], int(a._peak[1]), a._peak[2])
+        return 0
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda: CUDA is not available on this machine")
+    cuda = device.startswith("cuda")
+    archs = [s for s in a.arch.split(",") if s]
+    bad = [s for s in archs if s not in OFFICIAL and s != "default"]
+    if bad:
+        raise SystemExit(f"error: unknown --arch {bad}; choose from {sorted(OFFICIAL) + ['default']}")
+    batches = [int(b) for b in (a.batch or ("100" if cuda else "1,8")).split(",")]
+    paths = (a.paths or "ref,fast,bf16").split(",")
+    if any(p not in PATHS for p in paths):
+        raise SystemExit(f"error: unknown --paths entry; choose from {sorted(PATHS)}")
+    parts = tuple(a.parts.split(","))
+    reps = a.reps if a.reps is not None else (10 if cuda else 3)
+    warmup = a.warmup if a.warmup is not None else (3 if cuda else 1)
+
+    info = machine_info(device)
+    print(f"# {info.get('gpu') or info['cpu']} | torch {info['torch']} | {info['threads']} threads | "
+          f"device {device} | reps {reps}, warm-up {warmup}")
+    load = info.get("loadavg_start", (0.0,))[0]
+    if not cuda and load > 0.5 and (info["cpu_count"] or 1) - load < info["threads"]:
+        # measured here: 2 threads on a 2-core machine with load 3 ran 2-10x slower than 1 thread
+        print(f"# warning: load average {load:.1f} on {info['cpu_count']} cores: other processes hold the cores; "
+              f"threads that wait for each other distort timings (--threads 1 gives stable ratios)")
+    rows, flops = [], {}
+    for arch in archs:
+        cfg = build(arch, "cpu").config if arch == "default" else official_config(arch)
+        fl_ref, fl_fast = count_flops(cfg, False), count_flops(cfg, True)
+        flops[arch] = {"reference": fl_ref, "fast": fl_fast, "issue_total": ISSUE_FLOPS.get(arch)}
+        print(f"# {arch}: FLOPs/image (reference path) G {fl_ref['generator'] / 1e9:.2f} G, decode "
+              f"{fl_ref['decode'] / 1e9:.2f} G, T*G+decode {fl_ref['total'] / 1e9:.1f} G"
+              + (f" (issue: {ISSUE_FLOPS[arch] / 1e9:g} G)" if arch in ISSUE_FLOPS else "")
+              + f"; fast path {fl_fast['total'] / 1e9:.1f} G")
+        if a.memory_only:
+            arch_rows = [dict(arch=arch, batch=B, part="e2e", path=p) for B in batches for p in paths]
+        else:
+            arch_rows = bench_arch(arch, batches, paths, device, reps, warmup, parts)
+        for r in [r for r in arch_rows if "ms_mean" in r]:
+            per = {"sample": cfg.diffusion.num_timesteps * fl_ref["generator"], "decode": fl_ref["decode"],
+                   "e2e": fl_ref["total"]}[r["part"]]
+            r["gflop_per_image"] = per / 1e9  # the reference count: the work the model defines
+            r["tflops"] = per * r["batch"] / (r["ms_mean"] / 1e3) / 1e12
+        if not cuda and not a.no_memory:
+            for B in batches:
+                for p in paths:
+                    peak = peak_rss_e2e(arch, B, p, a.threads)
+                    for r in arch_rows:
+                        if (r["batch"], r["path"]) == (B, p):
+                            r["peak_mem_mb_e2e"] = peak
+                    print(f"# {arch} B={B} {p}: peak RSS growth, one end-to-end batch: "
+                          + (f"{peak:.0f} MiB" if peak is not None else "n/a"))
+        rows += arch_rows
+    peak_tf = a.peak_tflops
+    if cuda and peak_tf is None:
+        peak_tf = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in info.get("gpu", "")), None)
+    if peak_tf:
+        for r in [r for r in rows if "tflops" in r]:
+            r["fraction_of_bf16_peak"] = r["tflops"] / peak_tf
+    if hasattr(os, "getloadavg"):
+        info["loadavg_end"] = os.getloadavg()
+    print()
+    print(table(rows))
+    targets = target_lines(rows, device)
+    print()
+    for line in targets:
+        print(line)
+    if not cuda:
+        print("(no GPU: the CUDA targets were not measured)")
+    if a.json:
+        from .io import atomic_write
+
+        doc = {"machine": info, "settings": {"reps": reps, "warmup": warmup, "batches": batches, "paths": paths,
+                                            "parts": list(parts)},
+               "flops_per_image": flops, "results": rows, "targets": targets}
+        def write(tmp):
+            with open(tmp, "w") as f:
+                json.dump(doc, f, indent=1)
+
+        atomic_write(a.json, write)
+        print(f"wrote {a.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

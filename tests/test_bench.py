@@ -1,0 +1,99 @@
+"""The benchmark: official architectures and their FLOP counts (the issue's figures), a smoke run of the
+CLI on the shipped model, the peak-memory subprocess, and the target report."""
+import json
+
+import pytest
+import torch
+
+from lddgan_core import bench
+from lddgan_core.config import AutoencoderConfig, GeneratorConfig
+from test_models import OFFICIAL_AE, OFFICIAL_G  # the sizes tested against the official state dicts
+
+AE_OF = {"cifar10": "cifar10_kl_f2", "celeba256": "vq_f4", "lsun256": "kl_f8"}
+
+
+@pytest.mark.parametrize("arch", bench.OFFICIAL)
+def test_bench_architectures_are_the_official_ones(arch):
+    cfg = bench.official_config(arch)
+    assert cfg.generator == GeneratorConfig(**OFFICIAL_G[arch][0])
+    assert cfg.autoencoder == AutoencoderConfig(**OFFICIAL_AE[AE_OF[arch]][0])
+    assert (cfg.diffusion.num_timesteps, cfg.scale_factor, cfg.image_size) == {
+        "cifar10": (4, 105.0, 32), "celeba256": (2, 6.0, 256), "lsun256": (4, 60.0, 256)}[arch]
+
+
+@pytest.mark.parametrize("arch,g,d", [("cifar10", 3.33e9, 7.23e9), ("celeba256", 54.5e9, 671e9),
+                                      ("lsun256", 18.0e9, 622e9)])
+def test_flop_counts_match_the_issue(arch, g, d):
+    """Conv + matmul FLOPs per image (LDDGAN_FACTS.md / the issue: 20.6 G, 780 G, 694 G)."""
+    f = bench.count_flops(bench.official_config(arch))
+    assert f["generator"] == pytest.approx(g, rel=5e-3) and f["decode"] == pytest.approx(d, rel=5e-3)
+    assert f["total"] == pytest.approx(bench.ISSUE_FLOPS[arch], rel=5e-3)
+    fast = bench.count_flops(bench.official_config(arch), fast=True)
+    # the fused upsample convs do 4/9 of the MACs: fewer decoder FLOPs, same generator work (+-1%)
+    assert fast["decode"] < 0.95 * f["decode"]
+    assert fast["generator"] == pytest.approx(f["generator"], rel=1e-2)
+
+
+def test_bench_cli_smoke(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    n = torch.get_num_threads()
+    try:  # one thread: tiny ops on a busy 2-core machine otherwise wait on each other
+        assert bench.main(["--arch", "default", "--batch", "2", "--reps", "1", "--warmup", "0", "--no-memory",
+                           "--paths", "ref,fast,bf16", "--threads", "1", "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(n)
+    doc = json.loads(out.read_text())
+    rows = doc["results"]
+    assert {(r["path"], r["part"]) for r in rows} == {(p, q) for p in ("ref", "fast", "bf16")
+                                                      for q in ("sample", "decode", "e2e")}
+    for r in rows:
+        assert r["ms_mean"] > 0 and r["images_per_s"] == pytest.approx(2 / (r["ms_mean"] / 1e3))
+        assert r["speedup_vs_ref"] > 0 and r["gflop_per_image"] > 0
+        if r["path"] == "ref":
+            assert r["max_abs_diff_vs_ref"] == 0
+        if r["path"] == "fast":  # float32 fast path: the issue's bound on images
+            assert r["max_abs_diff_vs_ref"] <= 1e-4
+        if r["path"] == "bf16" and r["part"] == "decode":
+            assert 40 <= r["psnr_vs_ref_db"] < 150
+    assert doc["flops_per_image"]["default"]["reference"]["total"] > 0
+    assert doc["machine"]["torch"] == torch.__version__ and doc["machine"]["threads"] == 1
+    text = capsys.readouterr().out
+    assert "| arch | batch | part | path |" in text and "no GPU" in text
+
+
+def test_bench_rejects_unknown_arch():
+    with pytest.raises(SystemExit, match="unknown --arch"):
+        bench.main(["--arch", "imagenet"])
+
+
+def test_peak_memory_only_run(tmp_path):
+    out = tmp_path / "m.json"
+    n = torch.get_num_threads()
+    try:
+        bench.main(["--arch", "default", "--batch", "2", "--paths", "ref,fast", "--memory-only", "--threads", "1",
+                    "--json", str(out)])
+    finally:
+        torch.set_num_threads(n)
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["path"], r["batch"]) for r in rows] == [("ref", 2), ("fast", 2)]
+    for r in rows:  # measured in a fresh subprocess: MiB for two 16 px images
+        assert r["peak_mem_mb_e2e"] is not None and 0 <= r["peak_mem_mb_e2e"] < 500
+        assert "ms_mean" not in r
+
+
+def test_target_report():
+    rows = [dict(arch="cifar10", batch=8, part="e2e", path="fast", speedup_vs_ref=1.6, max_abs_diff_vs_ref=1e-6),
+            dict(arch="cifar10", batch=8, part="e2e", path="bf16", speedup_vs_ref=1.4, max_abs_diff_vs_ref=1e-2,
+                 psnr_vs_ref_db=50.0),
+            dict(arch="lsun256", batch=1, part="e2e", path="fast", speedup_vs_ref=1.2, max_abs_diff_vs_ref=1e-5)]
+    lines = bench.target_lines(rows, "cpu")
+    assert len(lines) == 3
+    assert "1.60x (met" in lines[0] and "1.40x (NOT met" in lines[1] and "PSNR 50.0" in lines[1]
+    assert "lsun256" in lines[2] and "NOT met" in lines[2]
+    assert bench.target_lines(rows, "cuda") == []
+
+
+def test_psnr():
+    a = torch.zeros(1, 3, 4, 4)
+    assert bench.psnr(a, a) == float("inf")
+    assert bench.psnr(a, a + 0.02) == pytest.approx(10 * torch.log10(torch.tensor(4 / 0.02 ** 2)).item())

@@ -1,0 +1,357 @@
+"""The fast path of a whole model against the reference path on the same weights and inputs: each piece on
+its own and all together (float32: <= 1e-4 on images, <= 1e-5 on latents), parity with the official
+fixture on both paths, chunked decoding, half precision (PSNR against float32), and the CUDA pieces
+(skipped without CUDA)."""
+import dataclasses
+import math
+
+import pytest
+import torch
+
+import lddgan_core as L
+from lddgan_core import fast as fast_mod
+from lddgan_core import ops
+from lddgan_core.errors import ConfigError, InputError
+from lddgan_core.fast import FastOptions
+
+REF = FastOptions.reference()
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one thread is as fast and does not stall when other processes hold the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def psnr(a, b):
+    mse = float(((a.clamp(-1, 1) - b.clamp(-1, 1)).double() ** 2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(4.0 / mse)
+
+
+def outputs(m, B=3, seed=5):
+    lat = m.sample(batch_size=B, seed=seed)
+    return lat, m.decode(lat)
+
+
+def _ref_and(m, opts):
+    ref = outputs(m.set_fast(REF))
+    out = outputs(m.set_fast(opts))
+    return ref, out
+
+
+def test_default_is_the_float32_fast_path(random_model):
+    m = random_model()
+    assert m.fast == FastOptions() and m.fast.autocast is None
+    assert m.set_fast(False).fast == REF and m.set_fast(True).fast == FastOptions()
+    assert m.set_fast("bf16").fast.autocast == "bf16"
+    with pytest.raises(ConfigError, match="preset"):
+        m.set_fast("turbo")
+    with pytest.raises(ConfigError, match="autocast"):
+        FastOptions(autocast="fp8")
+    with pytest.raises(ConfigError, match="decode_chunk"):
+        FastOptions(decode_chunk=0)
+
+
+PIECES = {  # a piece alone on top of the reference, and the function that proves it ran
+    "fir": ("fir_upsample2x_conv", "generator"),
+    "sdpa": ("scaled_dot_product_attention", "generator"),
+    "upsample_conv": ("upsample_conv2x", "decoder"),
+    "inplace": (None, "decoder"),
+    "channels_last": (None, "decoder"),
+    "precompute": (None, "generator"),
+    "inference_mode": (None, None),
+    "decode_chunk": (None, "decoder"),
+}
+
+
+@pytest.mark.parametrize("piece", PIECES)
+@pytest.mark.parametrize("kind", ["kl", "vq"])
+def test_each_piece_matches_reference(random_model, piece, kind, monkeypatch):
+    m = random_model(kind)
+    value = 2 if piece == "decode_chunk" else True
+    opts = dataclasses.replace(REF, **{piece: value})
+    (lat_r, img_r), _ = _ref_and(m, REF)
+    calls = []
+    fn_name = PIECES[piece][0]
+    if fn_name:  # count the fast function's calls, to prove the piece is active
+        mod = torch.nn.functional if fn_name == "scaled_dot_product_attention" else ops
+        target = getattr(mod, fn_name)
+        wrapped = lambda *a, **kw: (calls.append(1), target(*a, **kw))[1]  # noqa: E731
+        monkeypatch.setattr(mod, fn_name, wrapped)
+        if mod is ops:
+            import lddgan_core.autoencoder as ae_mod
+            import lddgan_core.generator as g_mod
+            for module in (ae_mod, g_mod):
+                if hasattr(module, fn_name):
+                    monkeypatch.setattr(module, fn_name, wrapped)
+    lat, img = outputs(m.set_fast(opts))
+    if fn_name:
+        assert calls, f"{piece}: the fast function was never called"
+    if kind == "vq" and piece in ("upsample_conv", "channels_last", "fir", "sdpa"):
+        # a codebook choice may flip under float rounding; compare latents, and images decoded from them
+        img_r = m.set_fast(REF).decode(lat)
+        img = m.set_fast(opts).decode(lat)
+    assert (lat - lat_r).abs().max() <= 1e-5 * max(1.0, float(lat_r.abs().max()))
+    assert (img - img_r).abs().max() <= 1e-4
+    assert not img.is_inference() and not lat.is_inference()
+    assert img.is_contiguous() and img.dtype == torch.float32
+
+
+def test_memory_format_follows_the_options(random_model):
+    m = random_model()
+    w = m.autoencoder.decoder.conv_in.weight
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    assert m.generator.conv_in.weight.is_contiguous()  # CPU: generator stays NCHW (measured no gain)
+    m.set_fast(False)
+    assert m.autoencoder.decoder.conv_in.weight.is_contiguous()
+
+
+def test_all_pieces_together_and_back_to_reference_bit_exact(random_model):
+    fresh = random_model().set_fast(False)
+    ref = outputs(fresh)
+    m = random_model()  # same seed: same weights, built on the fast path
+    lat, img = outputs(m)
+    assert (lat - ref[0]).abs().max() <= 1e-5 * max(1.0, float(ref[0].abs().max()))
+    assert (img - ref[1]).abs().max() <= 1e-4
+    assert (img - ref[1]).abs().max() > 0  # the fast path is a different computation
+    m.set_fast(False)
+    lat2, img2 = outputs(m)
+    assert torch.equal(lat2, ref[0]) and torch.equal(img2, ref[1])  # the reference path is untouched
+
+
+def test_parity_with_official_fixture_on_both_paths(official_tiny):
+    from lddgan_core.parity import check_fixture
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)  # the fixtures were produced with 2 threads
+    try:
+        for opts in (REF, FastOptions()):
+            m = L.load_official(official_tiny / "config.json", official_tiny / "netG.pth",
+                                official_tiny / "autoencoder.ckpt").set_fast(opts)
+            checks, _ = check_fixture(str(official_tiny), model=m)
+            bad = [(c.name, c.max_abs, c.tol) for c in checks if not c.ok]
+            assert len(checks) > 10 and not bad, (opts, bad)
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_fast_path_is_batch_size_independent(tiny_model):
+    m = tiny_model
+    assert m.fast == FastOptions()
+    batch = m.sample(batch_size=3, seed=20)
+    for i in range(3):
+        torch.testing.assert_close(batch[i], m.sample(seeds=[20 + i])[0], rtol=0, atol=3e-5)
+    imgs = m.decode(batch)
+    torch.testing.assert_close(imgs[1:2], m.decode(batch[1:2]), rtol=0, atol=1e-5)
+
+
+def test_outputs_are_normal_tensors(random_model):
+    m = random_model()
+    lat, traj, x0s = m.sample(batch_size=2, seed=0, return_trajectory=True)
+    img = m.decode(lat)
+    enc = m.encode(img.clamp(-1, 1))
+    for t in [lat, img, enc] + list(traj) + list(x0s):
+        assert not t.is_inference()
+    img.add_(1)  # in-place use outside inference mode must work
+
+
+# -- chunked decoding -------------------------------------------------------------------------------------
+def test_decode_chunks_agree(random_model, monkeypatch):
+    m = random_model()
+    lat = m.sample(batch_size=5, seed=1)
+    whole = m.decode(lat, chunk_size=5)
+    calls = []
+    orig = m._decode_chunk
+    monkeypatch.setattr(m, "_decode_chunk", lambda z: (calls.append(z.shape[0]), orig(z))[1])
+    for n in (1, 2, 3):
+        calls.clear()
+        torch.testing.assert_close(m.decode(lat, chunk_size=n), whole, rtol=0, atol=1e-5)
+        assert calls == [n] * (5 // n) + ([5 % n] if 5 % n else [])
+    with pytest.raises(InputError, match="chunk_size"):
+        m.decode(lat, chunk_size=0)
+
+
+def test_auto_chunk_respects_the_memory_budget(random_model, monkeypatch):
+    m = random_model()
+    lat = m.sample(batch_size=6, seed=1)
+    per = fast_mod.decode_bytes_per_image(m.config.autoencoder, *lat.shape[2:])
+    assert per > 0
+    monkeypatch.setattr(fast_mod, "CPU_DECODE_BUDGET", 2.5 * per)
+    assert fast_mod.decode_chunk_size(m, lat, m.fast) == 2
+    monkeypatch.setattr(fast_mod, "CPU_DECODE_BUDGET", 0)
+    assert fast_mod.decode_chunk_size(m, lat, m.fast) == 1  # never below one image
+    assert fast_mod.decode_chunk_size(m, lat, m.fast.replace(decode_chunk=None)) == 6
+    assert fast_mod.decode_chunk_size(m, lat, m.fast.replace(decode_chunk=4)) == 4
+
+
+def test_decode_estimate_grows_with_image_and_codebook():
+    from lddgan_core.bench import OFFICIAL
+
+    kl = L.AutoencoderConfig(**OFFICIAL["lsun256"]["autoencoder"])
+    vq = L.AutoencoderConfig(**OFFICIAL["celeba256"]["autoencoder"])
+    # KL-f8 at 256 px: 4 maps of 256 channels x 256^2 float32 = 256 MiB
+    assert fast_mod.decode_bytes_per_image(kl, 32, 32) == 4 * 256 * 256 * 256 * 4
+    assert fast_mod.decode_bytes_per_image(kl, 64, 64) == 4 * fast_mod.decode_bytes_per_image(kl, 32, 32)
+    # VQ-f4: the 4096 x 8192 distance matrices dominate
+    assert fast_mod.decode_bytes_per_image(vq, 64, 64) == 3.5 * 64 * 64 * 8192 * 4
+
+
+# -- half precision ----------------------------------------------------------------------------------------
+def test_bf16_autocast_psnr_against_float32(tiny_model):
+    m = tiny_model
+    lat = m.sample(batch_size=4, seed=3)
+    img = m.decode(lat)
+    try:
+        m.set_fast("bf16")
+        dec = m.decode(lat)
+        lat_h = m.sample(batch_size=4, seed=3)
+        m.set_fast(FastOptions(autocast="bf16", generator_fp32=True))
+        lat_g = m.sample(batch_size=4, seed=3)
+    finally:
+        m.set_fast(True)
+    assert dec.dtype == torch.float32 and torch.isfinite(dec).all()
+    assert 40 <= psnr(dec, img) < 100  # half precision is used, and close (measured 45 dB)
+    assert torch.equal(lat_g, lat)  # generator_fp32 keeps sampling in float32
+    assert 0 < (lat_h - lat).abs().max() < 1.0  # bf16 generator: different, not broken (measured 0.25)
+
+
+def test_decoder_fp32_switch_and_nan_fallback(tiny_model, monkeypatch):
+    m = tiny_model
+    lat = m.sample(batch_size=2, seed=4)
+    img = m.decode(lat)
+    try:
+        m.set_fast(FastOptions(autocast="bf16", decoder_fp32=True))
+        assert torch.equal(m.decode(lat), img)  # the decoder stays float32
+        m.set_fast(FastOptions(autocast="bf16", decoder_fp32="auto"))
+        real = m.autoencoder.decode
+        seen = []
+
+        def nan_in_half(z):  # a decoder that overflows in half precision
+            out = real(z)
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return out * float("nan") if torch.is_autocast_enabled("cpu") else out
+
+        monkeypatch.setattr(m.autoencoder, "decode", nan_in_half)
+        m._fast_cache.clear()
+        with pytest.warns(RuntimeWarning, match="non-finite"):
+            out = m.decode(lat)
+        assert torch.equal(out, img) and seen == [True, False]
+        seen.clear()
+        assert torch.equal(m.decode(lat), img) and seen == [False]  # remembered: float32 from now on
+    finally:
+        monkeypatch.undo()
+        m.set_fast(True)
+
+
+def test_vq_quantizes_in_float32_under_autocast(random_model, monkeypatch):
+    m = random_model("vq")
+    z = torch.randn(2, *m.latent_shape) * 3
+    seen = []
+    orig = m.autoencoder.quantize.forward
+
+    def spy(x):
+        seen.append((torch.is_autocast_enabled("cpu"), x.dtype))
+        return orig(x)
+
+    monkeypatch.setattr(m.autoencoder.quantize, "forward", spy)
+    m.set_fast("bf16").decode(z)
+    assert seen == [(False, torch.float32)]  # the code search never sees half precision
+
+
+# -- compile / CUDA graphs / CUDA ---------------------------------------------------------------------------
+def test_compile_switch_wraps_and_matches(random_model):
+    m = random_model()
+    ref = outputs(m)
+    m.set_fast(FastOptions(compile="eager"))  # dynamo tracing without code generation: fast, exact
+    got = outputs(m)
+    assert all(type(f).__name__ != "Generator" for f in m._fast_cache.values())
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+
+
+def test_cuda_graphed_falls_back_off_gpu():
+    calls = []
+    g = fast_mod.CUDAGraphed(lambda x, y=None: (calls.append(1), x * 2)[1])
+    out = g(torch.ones(2))
+    assert torch.equal(out, torch.full((2,), 2.0)) and calls == [1] and g.graphs == {}
+
+
+@cuda
+def test_cuda_fast_path_matches_reference(random_model):
+    m = random_model().cuda().set_fast(False)
+    ref = outputs(m)
+    prev = torch.backends.cudnn.benchmark
+    got = outputs(m.set_fast(True))
+    assert torch.backends.cudnn.benchmark == prev  # restored after each call
+    assert m.generator.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert (got[1] - ref[1]).abs().max() <= 1e-4
+
+
+@cuda
+@pytest.mark.parametrize("half", ["bf16", "fp16"])
+def test_cuda_half_precision_psnr(random_model, half):
+    m = random_model().cuda()
+    lat = m.sample(batch_size=4, seed=3)
+    img = m.decode(lat)
+    m.set_fast(FastOptions(autocast=half, decoder_fp32=False))
+    assert psnr(m.decode(lat), img) >= 40
+
+
+@cuda
+def test_cuda_graphs_match_eager(random_model):
+    m = random_model().cuda()
+    ref = outputs(m)
+    m.set_fast(FastOptions(cuda_graphs=True))
+    got1, got2 = outputs(m), outputs(m)  # capture, then replay
+    for a, b in ((got1, ref), (got2, ref)):
+        assert (a[0] - b[0]).abs().max() <= 1e-5 * max(1.0, float(b[0].abs().max()))
+        assert (a[1] - b[1]).abs().max() <= 1e-4
+    assert any(isinstance(f, fast_mod.CUDAGraphed) and f.graphs for f in m._fast_cache.values())
+
+
+@cuda
+def test_cuda_decode_peak_is_bounded_by_chunks(random_model):
+    m = random_model().cuda()
+    lat = m.sample(batch_size=16, seed=0)
+    peaks = {}
+    for n in (16, 2):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        m.decode(lat, chunk_size=n)
+        peaks[n] = torch.cuda.max_memory_allocated() - base
+    assert peaks[2] < peaks[16]
+
+
+def test_copies_and_device_moves_keep_the_fast_path(random_model):
+    import copy
+
+    m = random_model()
+    ref = outputs(m)
+    m.set_fast(FastOptions(compile="eager"))
+    outputs(m)  # fills the callable cache
+    c = copy.deepcopy(m)
+    assert len(c._fast_cache) == 0 and c.fast == m.fast
+    got = outputs(c)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    c.set_fast(True).to(torch.float64).to(torch.float32)  # _apply: memory format re-applied, cache dropped
+    assert c.autoencoder.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(u._fused == (None, None) for u in c.modules() if type(u).__name__ == "Upsample")
+    got = outputs(c)
+    assert (got[1] - ref[1]).abs().max() <= 1e-5
+
+
+def test_generator_stays_float32_for_vq_models_under_auto(random_model):
+    m = random_model("vq")
+    lat = m.sample(batch_size=2, seed=7)
+    assert torch.equal(m.set_fast("bf16").sample(batch_size=2, seed=7), lat)  # "auto": VQ -> fp32 generator
+    half = m.set_fast(FastOptions(autocast="bf16", generator_fp32=False)).sample(batch_size=2, seed=7)
+    assert (half - lat).abs().max() > 0  # forced: the generator does run in bf16
+    kl = random_model("kl")
+    assert not torch.equal(kl.set_fast("bf16").sample(batch_size=2, seed=7),
+                           kl.set_fast(True).sample(batch_size=2, seed=7))  # KL: bf16 generator
+    with pytest.raises(ConfigError, match="generator_fp32"):
+        FastOptions(generator_fp32="yes")
