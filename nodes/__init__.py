@@ -5,6 +5,7 @@ they load and are unit-tested without ComfyUI.
 """
 from . import runtime
 from .codec import LDDGANDecode, LDDGANEncode
+from .finetune import LDDGANFineTune
 from .model_nodes import LDDGANModelLoader, LDDGANSaveModel
 from .sampler import LDDGANSampler
 from .vae import LDDGANVAE
@@ -18,6 +19,7 @@ NODE_CLASS_MAPPINGS = {
     "LDDGANDecode": LDDGANDecode,
     "LDDGANSaveModel": LDDGANSaveModel,
     "LDDGANVAE": LDDGANVAE,
+    "LDDGANFineTune": LDDGANFineTune,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -27,6 +29,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LDDGANDecode": "LDDGAN Decode",
     "LDDGANSaveModel": "LDDGAN Save Model",
     "LDDGANVAE": "LDDGAN VAE",
+    "LDDGANFineTune": "LDDGAN Fine-Tune (Weighted Learning)",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

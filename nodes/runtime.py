@@ -72,6 +72,15 @@ def make_room(bytes_needed: int, device: torch.device) -> None:
         mm.free_memory(bytes_needed, device)
 
 
+def make_room_for_training(device: torch.device) -> None:
+    """Training needs most of an accelerator (weights, EMA, discriminator, optimizer states, activations):
+    as ComfyUI's own training node does, unload every other model first. No-op on the CPU and outside."""
+    mm = _mm()
+    if mm is not None and torch.device(device).type != "cpu":
+        mm.unload_all_models()
+        mm.soft_empty_cache()
+
+
 def empty_cache() -> None:
     mm = _mm()
     if mm is not None:
@@ -186,6 +195,12 @@ def save_dir() -> str:
         raise L.InputError("no folder to save LDDGAN models in: inside ComfyUI it is models/lddgan; "
                            "outside, set $LDDGAN_MODELS_DIR")
     return dirs[0]
+
+
+def input_dir() -> str | None:
+    """ComfyUI's input folder (where Load Image uploads go), or None outside ComfyUI."""
+    fp = _folder_paths()
+    return fp.get_input_directory() if fp is not None else None
 
 
 # -- published weights (weights_manifest.json) ------------------------------------------------------------------

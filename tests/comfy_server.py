@@ -26,7 +26,7 @@ def free_port() -> int:
 
 class ComfyServer:
     def __init__(self, comfy_dir: str, python: str, base: str, pack_dir: str, extra_args=(),
-                 start_timeout: float = 240):
+                 start_timeout: float = 240, env: dict | None = None):
         self.comfy_dir, self.python, self.base = comfy_dir, python, base
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -39,7 +39,8 @@ class ComfyServer:
         self.proc = subprocess.Popen(
             [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port), "--disable-auto-launch",
              "--disable-api-nodes", "--base-directory", base, *extra_args],
-            cwd=comfy_dir, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=comfy_dir, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(env or {})})
         deadline = time.time() + start_timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -84,12 +85,24 @@ class ComfyServer:
             status, body = e.code, e.read()
         return status, json.loads(body)
 
-    def run(self, prompt: dict, timeout: float = 300) -> dict:
-        """Queue a prompt and wait for its /history entry (success or error)."""
+    def submit(self, prompt: dict) -> str:
+        """Queue a prompt that must pass validation; its prompt_id."""
         status, body = self.queue(prompt)
         if status != 200:
             raise AssertionError(f"prompt refused ({status}): {json.dumps(body)[:3000]}")
-        pid, deadline = body["prompt_id"], time.time() + timeout
+        return body["prompt_id"]
+
+    def interrupt(self) -> None:
+        """What the Cancel button does: POST /interrupt (the running prompt stops at its next check)."""
+        self._request("/interrupt", {})
+
+    def run(self, prompt: dict, timeout: float = 300) -> dict:
+        """Queue a prompt and wait for its /history entry (success or error)."""
+        return self.wait(self.submit(prompt), timeout)
+
+    def wait(self, pid: str, timeout: float = 300) -> dict:
+        """The /history entry of a queued prompt once it has finished (success, error or interrupted)."""
+        deadline = time.time() + timeout
         while time.time() < deadline:
             hist = self.get_json(f"/history/{pid}")
             if pid in hist and hist[pid].get("status", {}).get("completed") is not None:

@@ -24,6 +24,8 @@ CORE_OBJECT_INFO = {
     "SaveImage": {"input": {"required": {"images": ["IMAGE", {}],
                                          "filename_prefix": ["STRING", {"default": "ComfyUI"}]}},
                   "input_order": {"required": ["images", "filename_prefix"]}, "output": [], "output_name": []},
+    "PreviewImage": {"input": {"required": {"images": ["IMAGE", {}]}}, "input_order": {"required": ["images"]},
+                     "output": [], "output_name": []},
     "LoadImage": {"input": {"required": {"image": [[], {"image_upload": True}]}},
                   "input_order": {"required": ["image"]}, "output": ["IMAGE", "MASK"],
                   "output_name": ["IMAGE", "MASK"]},
@@ -132,6 +134,10 @@ def _stand_ins(input_dir: str, saved: list):
         saved.append((filename_prefix, images))
         return ()
 
+    def preview_image(images):
+        saved.append(("PreviewImage", images))  # ComfyUI shows it (a temp file); recorded like a save here
+        return ()
+
     def load_image(image):
         x = _load_image(os.path.join(input_dir, image))
         return x, torch.zeros(1, x.shape[1], x.shape[2])
@@ -151,12 +157,13 @@ def _stand_ins(input_dir: str, saved: list):
         idx = samples.get("batch_index", list(range(x.shape[0])))
         return ({"samples": x[start:stop].clone(), "batch_index": idx[start:stop]},)
 
-    return {"SaveImage": save_image, "LoadImage": load_image, "RepeatLatentBatch": repeat_latent_batch,
-            "LatentFromBatch": latent_from_batch}
+    return {"SaveImage": save_image, "PreviewImage": preview_image, "LoadImage": load_image,
+            "RepeatLatentBatch": repeat_latent_batch, "LatentFromBatch": latent_from_batch}
 
 
 def run_offline(api: dict, node_classes: dict, input_dir: str) -> list[tuple[str, torch.Tensor]]:
-    """Execute an API prompt; returns the (filename_prefix, IMAGE) pairs SaveImage nodes received."""
+    """Execute an API prompt (nodes in id order); returns the (filename_prefix, IMAGE) pairs SaveImage nodes
+    received, and ("PreviewImage", IMAGE) for PreviewImage nodes."""
     saved: list = []
     core = _stand_ins(input_dir, saved)
     results: dict[str, tuple] = {}

@@ -43,7 +43,8 @@ def _image(seed, B=2, H=16, W=16):
 # -- registration and metadata -------------------------------------------------------------------------------
 def test_every_node_is_documented():
     assert set(P.NODE_CLASS_MAPPINGS) == set(P.NODE_DISPLAY_NAME_MAPPINGS) == {
-        "LDDGANModelLoader", "LDDGANSampler", "LDDGANEncode", "LDDGANDecode", "LDDGANSaveModel", "LDDGANVAE"}
+        "LDDGANModelLoader", "LDDGANSampler", "LDDGANEncode", "LDDGANDecode", "LDDGANSaveModel", "LDDGANVAE",
+        "LDDGANFineTune"}
     for name, cls in P.NODE_CLASS_MAPPINGS.items():
         assert cls.CATEGORY == "LDDGAN" and len(cls.DESCRIPTION) > 40, name
         assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) and all(cls.OUTPUT_TOOLTIPS), name

@@ -6,8 +6,9 @@ directory's custom_nodes/. Checked: /object_info lists the nodes with tooltips; 
 editor-format example (converted with /object_info) runs, and its images come back through /view with the
 right shape, not constant, and pixel-identical for the same seed; LDDGAN VAE gives core VAE Decode /
 Encode the results of LDDGAN Decode / Encode (explicit-config f=2 and auto-detected KL-f8); LDDGAN
-latents survive the core latent nodes; bad inputs come back as node errors with a clear message while the
-server keeps serving.
+latents survive the core latent nodes; LDDGAN Fine-Tune stopped by Cancel (POST /interrupt) keeps its state and,
+queued again, resumes to the weights of an uninterrupted run; bad inputs come back as node errors with a clear
+message while the server keeps serving. The server runs with one torch thread unless $OMP_NUM_THREADS is set.
 
     COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python python -m pytest -q tests/test_nodes_comfyui.py
 """
@@ -16,6 +17,7 @@ import os
 import pathlib
 import shutil
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -38,7 +40,8 @@ if not COMFYUI_DIR:  # one skip for the module, its reason printed in the summar
                 allow_module_level=True)
 
 SHIPPED = B.SHIPPED
-OURS = ["LDDGANModelLoader", "LDDGANSampler", "LDDGANEncode", "LDDGANDecode", "LDDGANSaveModel", "LDDGANVAE"]
+OURS = ["LDDGANModelLoader", "LDDGANSampler", "LDDGANEncode", "LDDGANDecode", "LDDGANSaveModel", "LDDGANVAE",
+        "LDDGANFineTune"]
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
 
 
@@ -72,8 +75,11 @@ def server(tmp_path_factory):
         shutil.copy(example, base / "input" / "example.png")
     else:
         B.example_png(base / "input" / "example.png")
+    # One torch thread unless $OMP_NUM_THREADS says otherwise: the models here are tiny, and on a busy 2-core
+    # machine two threads made fine-tuning them 30-50 times slower (threads waiting for each other's core).
     srv = ComfyServer(COMFYUI_DIR, os.environ.get("COMFYUI_PYTHON") or sys.executable, str(base), str(REPO),
-                      extra_args=["--extra-model-paths-config", str(base / "extra_model_paths.yaml")])
+                      extra_args=["--extra-model-paths-config", str(base / "extra_model_paths.yaml")],
+                      env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
     yield srv
     srv.stop()
 
@@ -125,6 +131,9 @@ def test_object_info_lists_the_nodes_with_tooltips(info):
     names = info["LDDGANModelLoader"]["input"]["required"]["model_name"][0]
     assert {SHIPPED, "test_kl_f8.safetensors", "test_vq.safetensors", "from_yaml.safetensors"} <= set(names)
     assert info["LDDGANSampler"]["input"]["required"]["seed"][1]["control_after_generate"] is True
+    # a training seed must not change by itself after each queue (a run is resumed only with the same seed)
+    assert info["LDDGANFineTune"]["input"]["required"]["seed"][1]["control_after_generate"] is False
+    assert info["LDDGANFineTune"]["output_node"] is True
 
 
 def test_template_browser_serves_the_examples(server):
@@ -175,11 +184,68 @@ def test_example_workflows_run_and_repeat(server, info, path):
         (out,) = first.values()
         _check_images(out, 4, 16)
         assert min(np.abs(out[i].astype(int) - out[j]).max() for i in range(4) for j in range(i)) > 0
+    elif path.stem == "lddgan_finetune":  # the second run resumed the finished run: the same model
+        _check_images(first["6"], 4, 16)
+        assert first["7"].shape == (1, 360, 640, 3) and first["7"].std() > 5  # loss curve
+        _check_images(first["8"], 1, 74)  # sample grid
+        name = B.FINETUNE_NAME + ".safetensors"
+        assert os.path.isfile(os.path.join(server.base, "models", "lddgan", name))
+        loader = server.get_json("/object_info/LDDGANModelLoader")["LDDGANModelLoader"]
+        assert name in loader["input"]["required"]["model_name"][0]
     else:
         batch, single = (first[k] for k in sorted(first, key=int))
         _check_images(batch, 8, 16)
         _check_images(single, 1, 16)
         assert np.abs(batch[3].astype(int) - single[0]).max() <= 1  # seed 42 + 3 == seed 45
+
+
+# -- fine-tuning: Cancel and resume ------------------------------------------------------------------------------
+def _finetune_prompt(save_name, steps):
+    return {"1": N("LDDGANModelLoader", model_name=SHIPPED), "2": N("LoadImage", image="example.png"),
+            "3": N("LDDGANFineTune", model=["1", 0], images=["2", 0], steps=steps, batch_size=2, lr_g=5e-5,
+                   lr_d=1e-4, schedule="sigmoid", gamma=6.0, r1_gamma=1.0, ema_decay=0.999, augment=0, seed=1,
+                   save_name=save_name, save_every=2),
+            "4": N("SaveImage", images=["3", 2], filename_prefix=f"ft/{save_name}")}
+
+
+def test_finetune_cancel_keeps_the_state_and_queueing_again_resumes(server):
+    """Cancel (POST /interrupt) during training: the state after the last iteration is kept and no model file
+    is written; queueing the same graph again resumes there and ends with the weights of an uninterrupted run."""
+    from lddgan_core.train import load_state
+    from safetensors.torch import load_file
+
+    steps, models = 12, os.path.join(server.base, "models", "lddgan")
+    state = os.path.join(models, "cancelled.train.pt")
+    pid = server.submit(_finetune_prompt("cancelled", steps))
+    deadline = time.time() + 240
+    while not os.path.isfile(state):  # the first periodic state (iteration 2): training is under way
+        assert time.time() < deadline, server.log_tail()
+        time.sleep(0.05)
+    server.interrupt()
+    entry = server.wait(pid)
+    kinds = [kind for kind, _ in entry["status"]["messages"]]
+    assert entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds, kinds
+    stopped = load_state(state)["step"]
+    assert 2 <= stopped < steps
+    assert not os.path.exists(os.path.join(models, "cancelled.safetensors"))
+
+    resumed = server.images(_ok(server, _finetune_prompt("cancelled", steps)))["4"]
+    assert f"resuming {state} at iteration {stopped}/{steps}" in server.log_tail(200_000)
+    assert load_state(state)["step"] == steps
+    straight = server.images(_ok(server, _finetune_prompt("straight", steps)))["4"]
+    assert np.array_equal(resumed, straight) and resumed.std() > 5
+    a, b = (load_file(os.path.join(models, f"{n}.safetensors")) for n in ("cancelled", "straight"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finetune_bad_inputs_are_node_errors(server):
+    p = _finetune_prompt("bad", 2)
+    del p["3"]["inputs"]["images"], p["2"]
+    _failed(server, p, "LDDGANFineTune", "images / folder: no training images")
+    p["3"]["inputs"]["folder"] = "no_such_folder"
+    _failed(server, p, "LDDGANFineTune", "image folder", "no_such_folder", "does not exist")
+    p = _finetune_prompt("../bad", 2)
+    _failed(server, p, "LDDGANFineTune", "save_name: '../bad' is not a plain file name")
 
 
 # -- VAE interop ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ runs), and docs/basic_graph.png. Thumbnails show the graph and the images the wo
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -115,8 +116,33 @@ def fixed_seed_batch(info):
     return g
 
 
+FINETUNE_NAME = "lddgan_finetune_example"  # models/lddgan/<this>.safetensors (+ the run's files beside it)
+
+
+def finetune(info):
+    g = Graph(info)
+    m = g.add("LDDGANModelLoader", (40, 120), [SHIPPED, "auto", False])
+    i = g.add("LoadImage", (40, 320), ["example.png", "image"])
+    # steps, batch_size, lr_g, lr_d, schedule, gamma, r1_gamma, ema_decay, augment, seed, save_name, save_every,
+    # folder, fit
+    f = g.add("LDDGANFineTune", (380, 120), [20, 4, 5e-5, 1e-4, "sigmoid", 6.0, 1.0, 0.999, 4, 0, FINETUNE_NAME, 0,
+                                             "", "crop and resize to model size"],
+              title="LDDGAN Fine-Tune", model=(m, 0), images=(i, 0))
+    s = g.add("LDDGANSampler", (720, 120), [0, "fixed", 4, 1.0], model=(f, 0))
+    d = g.add("LDDGANDecode", (1060, 120), [], model=(f, 0), latent=(s, 0))
+    g.add("SaveImage", (1060, 300), ["LDDGAN/finetune"], images=(d, 0))
+    g.add("PreviewImage", (720, 330), [], title="Preview Image (loss curve)", images=(f, 1))
+    g.add("PreviewImage", (720, 460), [], title="Preview Image (sample grid)", images=(f, 2))
+    g.note((40, 560), "Fine-tuning with Weighted Learning: the model is trained on **example.png** (Load Image; 4 "
+                      "augmented versions) for 20 iterations and saved as models/lddgan/" + FINETUNE_NAME +
+                      ".safetensors, which LDDGAN Model Loader then lists. **Cancel** stops cleanly; queueing again "
+                      "with the same save_name resumes (a finished run is returned as it is). For real use, connect "
+                      "your own images or give a folder, and raise steps.\n\n" + NOTE, size=(640, 200))
+    return g
+
+
 WORKFLOWS = {"lddgan_generate": generate, "lddgan_image_to_image": image_to_image,
-             "lddgan_fixed_seed_batch": fixed_seed_batch}
+             "lddgan_fixed_seed_batch": fixed_seed_batch, "lddgan_finetune": finetune}
 
 
 def object_info() -> dict:
@@ -137,7 +163,8 @@ def example_png(path) -> str:
     return str(path)
 
 
-DISPLAY = {"LoadImage": "Load Image", "SaveImage": "Save Image", "RepeatLatentBatch": "Repeat Latent Batch",
+DISPLAY = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image",
+           "RepeatLatentBatch": "Repeat Latent Batch",
            "LatentFromBatch": "Latent From Batch", "VAEDecode": "VAE Decode"}
 
 
@@ -220,6 +247,21 @@ def icon(path):
     return str(path)
 
 
+@contextlib.contextmanager
+def models_dir(path: str):
+    """$LDDGAN_MODELS_DIR set for the duration: the save folder outside ComfyUI (the fine-tune example writes
+    its model there)."""
+    old = os.environ.get("LDDGAN_MODELS_DIR")
+    os.environ["LDDGAN_MODELS_DIR"] = path
+    try:
+        yield path
+    finally:
+        if old is None:
+            del os.environ["LDDGAN_MODELS_DIR"]
+        else:
+            os.environ["LDDGAN_MODELS_DIR"] = old
+
+
 def build(out_examples=REPO / "example_workflows", out_api=HERE, out_docs=REPO / "docs") -> list[str]:
     import tempfile
 
@@ -227,13 +269,13 @@ def build(out_examples=REPO / "example_workflows", out_api=HERE, out_docs=REPO /
 
     info, written = object_info(), []
     os.makedirs(out_examples, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, models_dir(os.path.join(tmp, "models")):
         example_png(os.path.join(tmp, "example.png"))
         for name, make in WORKFLOWS.items():
             ui = make(info).ui()
             api = CW.ui_to_api(ui, info)
             saved = CW.run_offline(api, P.NODE_CLASS_MAPPINGS, tmp)
-            images = saved[0][1]
+            images = saved[0][1]  # the first SaveImage (node ids run in order)
             for path, text in ((out_examples / f"{name}.json", json.dumps(ui, indent=1)),
                                (out_api / f"{name}.api.json", json.dumps(api, indent=1))):
                 path.write_text(text + "\n")
@@ -249,5 +291,10 @@ def build(out_examples=REPO / "example_workflows", out_api=HERE, out_docs=REPO /
 
 
 if __name__ == "__main__":
+    import torch
+
+    # tiny models: one thread is the fastest (several fight over a busy machine's cores), and the fine-tune
+    # example's pixels depend on the thread count (float sums), so thumbnails are made the same way each time
+    torch.set_num_threads(1)
     for p in build():
         print("wrote", os.path.relpath(p, REPO))
