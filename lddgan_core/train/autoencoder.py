@@ -144,13 +144,7 @@ class AutoencoderTrainer:
         # kept as uint8 (a quarter of the memory); exact for images that came from 8-bit files
         self.images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         self.data_fingerprint = data_fingerprint
-        if cfg.batch_size % self.world.size:
-            raise ConfigError(f"batch size {cfg.batch_size} must be divisible by the number of processes "
-                              f"({self.world.size})")
-        self.local_batch = cfg.batch_size // self.world.size
-        self.micro = cfg.micro_batch or self.local_batch
-        if self.local_batch % self.micro:
-            raise ConfigError(f"micro batch {self.micro} must divide the per-process batch {self.local_batch}")
+        self.local_batch, self.micro = tdist.split_batch(cfg.batch_size, cfg.micro_batch, self.world)
         if cfg.disc_weight > 0 and image_size < 3 * 2 ** cfg.disc_layers:
             raise ConfigError(f"a patch discriminator with disc_layers={cfg.disc_layers} needs images of at least "
                               f"{3 * 2 ** cfg.disc_layers} px (got {image_size}); use fewer layers")

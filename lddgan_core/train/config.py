@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import AutoencoderConfig, GeneratorConfig
+from ..config import AutoencoderConfig, GeneratorConfig, _from_dict, _to_dict
 from ..errors import ConfigError
 from .schedules import LR_SCHEDULES, REC_SCHEDULES
 
@@ -32,19 +32,14 @@ def _nonneg(obj, *names):
 
 
 class _DictMixin:
+    """from_dict (unknown or missing fields are ConfigErrors) / to_dict, shared with lddgan_core.config."""
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
-        if not isinstance(d, dict):
-            raise ConfigError(f"{cls.__name__}: expected a dict, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(names)}")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+        return _from_dict(cls, d, cls.__name__)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        return _to_dict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

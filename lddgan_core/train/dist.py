@@ -55,6 +55,19 @@ def device_for(world: World, requested: str) -> torch.device:
     return dev
 
 
+def split_batch(batch_size: int, micro_batch: int | None, world: World) -> tuple[int, int]:
+    """(per-process batch, micro batch) of a global batch split over the processes of ``world``."""
+    from ..errors import ConfigError
+
+    if batch_size % world.size:
+        raise ConfigError(f"batch size {batch_size} must be divisible by the number of processes ({world.size})")
+    local = batch_size // world.size
+    micro = micro_batch or local
+    if local % micro:
+        raise ConfigError(f"micro batch {micro} must divide the per-process batch {local}")
+    return local, micro
+
+
 def broadcast_module(module: torch.nn.Module, world: World) -> None:
     """Copy rank 0's parameters and buffers to every rank."""
     if not world.active:

@@ -84,13 +84,7 @@ class GANTrainer:
         if tuple(data.mean.shape[1:]) != (C, h, w):
             raise ConfigError(f"training latents have shape {tuple(data.mean.shape[1:])} but the model's latent shape "
                               f"is {(C, h, w)}")
-        if cfg.batch_size % self.world.size:
-            raise ConfigError(f"batch size {cfg.batch_size} must be divisible by the number of processes "
-                              f"({self.world.size})")
-        self.local_batch = cfg.batch_size // self.world.size
-        self.micro = cfg.micro_batch or self.local_batch
-        if self.local_batch % self.micro:
-            raise ConfigError(f"micro batch {self.micro} must divide the per-process batch {self.local_batch}")
+        self.local_batch, self.micro = tdist.split_batch(cfg.batch_size, cfg.micro_batch, self.world)
         self.model = clone_model(model, self.device, cfg.seed)
         self.model.autoencoder.requires_grad_(False).eval()
         self.G = self.model.generator.train()
