@@ -5,7 +5,6 @@ lazy R1 every 10 steps, no LR decay, sigmoid Weighted Learning with gamma 6) unl
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
