@@ -95,13 +95,16 @@ def compute_cases(model, cases: dict[str, torch.Tensor]) -> tuple[dict[str, torc
     return {k: v for k, v in out.items() if k.split("@")[0] in c}, unknown
 
 
-def check_fixture(folder: str, model=None) -> tuple[list[Check], list[str]]:
-    """Load the fixture's official files with load_official and compare every known case tensor."""
+def check_fixture(folder: str, model=None, fast: bool = False) -> tuple[list[Check], list[str]]:
+    """Load the fixture's official files with load_official and compare every known case tensor. The
+    reference path is checked unless ``fast`` (the fast path is also checked against it in the tests)."""
     from safetensors.torch import load_file
     from .official import load_official
 
-    model = model or load_official(os.path.join(folder, "config.json"), os.path.join(folder, "netG.pth"),
-                                   os.path.join(folder, "autoencoder.ckpt"))
+    if model is None:
+        model = load_official(os.path.join(folder, "config.json"), os.path.join(folder, "netG.pth"),
+                              os.path.join(folder, "autoencoder.ckpt"))
+        model.set_fast(bool(fast))
     cases = load_file(os.path.join(folder, "cases.safetensors"))
     ours, unknown = compute_cases(model, cases)
     checks = []
@@ -123,11 +126,12 @@ def main(argv=None) -> int:
     ap.add_argument("folders", nargs="+")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the fixtures were made with 2)")
+    ap.add_argument("--fast", action="store_true", help="check the fast path instead of the reference path")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     failed, report = False, {}
     for folder in a.folders:
-        checks, unknown = check_fixture(folder)
+        checks, unknown = check_fixture(folder, fast=a.fast)
         failed |= not all(ch.ok for ch in checks)
         report[folder] = {"checks": [ch.__dict__ | {"ok": ch.ok} for ch in checks], "unknown_cases": unknown}
         if not a.json:
