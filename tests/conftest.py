@@ -56,3 +56,12 @@ def random_model():
                 p.add_(0.05 * torch.randn_like(p))
         return m.eval()
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tiny training runs: threads only add overhead there (and change rounding)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

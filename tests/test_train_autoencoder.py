@@ -12,12 +12,7 @@ from lddgan_core.train.config import autoencoder_config
 from lddgan_core.train.perceptual import PerceptualLoss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def ramps(n=16, seed=0):

@@ -19,12 +19,7 @@ from lddgan_core.train.cli import StopFlag, TrainBar
 TINY_D = json.dumps({"kind": "small", "ngf": 8, "t_emb_dim": 16})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture

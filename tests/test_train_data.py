@@ -13,12 +13,7 @@ from lddgan_core.train import latents as latents_mod
 from lddgan_core.train.data import augment, from_tensor, load_images
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: threads only add overhead on a busy 2-core machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def write_images(folder, n=6, size=(20, 24)):

@@ -12,12 +12,7 @@ from lddgan_core.train import (GANTrainer, TrainConfig, build_latents, finetune,
 TINY_D = dict(kind="small", in_channels=8, ngf=8, t_emb_dim=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: threads only add overhead on a busy 2-core machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def colour_squares(n=16, seed=0):

@@ -8,12 +8,7 @@ from lddgan_core.discriminator import build_discriminator
 from lddgan_core.train import d_fake_loss, d_real_loss, g_adv_loss, r1_penalty, rec_loss
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def test_golden_values():

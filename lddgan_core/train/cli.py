@@ -177,6 +177,11 @@ def _run_gan(a, model_fn, kind: str) -> int:
                               disc_config=disc_cfg, device=device, world=world, progress=bar,
                               should_stop=stop, log=log, provenance=prov,
                               preview_every=None)
+    return _finish(res, cfg, world, log)
+
+
+def _finish(res, cfg, world, log) -> int:
+    """Exit status of a training command: 130 after a clean stop (state saved), else print the model path."""
     if res.interrupted:
         log(f"stopped at iteration {res.step}/{cfg.steps}; state saved in {res.checkpoint_path}. "
             f"Run the same command again to continue.")
@@ -245,13 +250,7 @@ def cmd_train_autoencoder(a) -> int:
         res = train_autoencoder(spec, a.image_size, folder=a.data, cfg=cfg, paths=paths, resume=not a.restart,
                                 perceptual_weights=a.perceptual_weights, device=device, world=world, progress=bar,
                                 should_stop=stop, log=log, skip_bad=a.skip_bad_images)
-    if res.interrupted:
-        log(f"stopped at iteration {res.step}/{cfg.steps}; state saved in {res.checkpoint_path}. "
-            f"Run the same command again to continue.")
-        return 130
-    if world.is_main:
-        print(res.files.get("model", ""))
-    return 0
+    return _finish(res, cfg, world, log)
 
 
 # -- argument parsers ---------------------------------------------------------------------------------------
