@@ -9,6 +9,7 @@ Trinh & Hamagami 2024). It never imports ComfyUI.
 from .config import AutoencoderConfig, DiffusionConfig, GeneratorConfig, ModelConfig
 from .diffusion import (DiffusionCoefficients, PosteriorCoefficients, betas_for, posterior_mean, posterior_sample,
                         q_sample, q_sample_pairs, time_grid)
+from .fast import FastOptions
 from .errors import CheckpointError, ConfigError, InputError, LDDGANError
 from .io import load_model as load
 from .model import LDDGAN
@@ -21,5 +22,5 @@ __all__ = [
     "LDDGAN", "load", "load_official", "ModelConfig", "GeneratorConfig", "AutoencoderConfig", "DiffusionConfig",
     "DiffusionCoefficients", "PosteriorCoefficients", "time_grid", "betas_for", "q_sample", "q_sample_pairs",
     "posterior_mean", "posterior_sample", "LDDGANError", "CheckpointError", "ConfigError", "InputError",
-    "rec_weight",
+    "rec_weight", "FastOptions",
 ]

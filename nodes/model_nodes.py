@@ -42,7 +42,8 @@ class LDDGANModelLoader:
             "required": {
                 "model_name": (runtime.list_models() + runtime.download_choices(), {
                     "tooltip": "An LDDGAN .safetensors model from models/lddgan or shipped with the pack "
-                               "(lddgan_tiny_fixture: 16x16 px, random weights, for testing graphs). Entries "
+                               "(lddgan_shapes32: the default, trained on procedural coloured shapes, 32x32 px; "
+                               "lddgan_tiny_fixture: 16x16 px, random weights, for testing graphs). Entries "
                                "marked [download] are published weights (weights_manifest.json) not yet on "
                                "disk: they are fetched, verified and converted on first use when "
                                "allow_download is on."}),

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import lddgan_core as L
-from lddgan_core.cli import DEFAULT_MODEL, main
+from lddgan_core.cli import DEFAULT_MODEL, FIXTURE_MODEL, main
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = Path(os.environ.get("LDDGAN_FIXTURES_DIR", REPO.parent / "shared" / "fixtures" / "official_tiny"))
@@ -58,10 +58,21 @@ def test_convert_fp16_and_refuse_overwrite(tmp_path, capsys):
         _convert(tmp_path)
 
 
-def test_info_json_of_shipped_model(capsys):
+def test_info_json_of_default_model(capsys):
+    # no model argument: the trained shapes model (lddgan_core.recipes shapes), stored in fp16
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["path"] == DEFAULT_MODEL
+    assert info["path"] == DEFAULT_MODEL and os.path.basename(DEFAULT_MODEL) == "lddgan_shapes32.safetensors"
+    cfg = info["config"]
+    assert cfg["format"] == "lddgan" and cfg["diffusion"]["num_timesteps"] == 4 and cfg["image_size"] == 32
+    assert cfg["latent_shape"] == [4, 8, 8] and cfg["name"] == "lddgan-shapes32"
+    assert info["dtypes"] == ["float16"] and os.path.getsize(DEFAULT_MODEL) <= 15e6
+    assert cfg["provenance"]["source"] == "recipe shapes"
+
+
+def test_info_json_of_fixture_model(capsys):
+    assert main(["info", FIXTURE_MODEL, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
     cfg = info["config"]
     assert cfg["format"] == "lddgan" and cfg["diffusion"]["num_timesteps"] == 4
     assert cfg["latent_shape"] == [4, 8, 8] and cfg["scale_factor"] == 3.0
@@ -69,8 +80,8 @@ def test_info_json_of_shipped_model(capsys):
 
 
 @needs_fixture
-def test_shipped_model_is_the_converted_fixture():
-    m = L.load(DEFAULT_MODEL)
+def test_shipped_fixture_model_is_the_converted_fixture():
+    m = L.load(FIXTURE_MODEL)
     ref = L.load_official(FIX / "config.json", FIX / "netG.pth", FIX / "autoencoder.ckpt")
     for (k, a), (k2, b) in zip(m.state_dict().items(), ref.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
@@ -101,7 +112,7 @@ def test_python_dash_m_and_no_comfy_import():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
     r = subprocess.run([sys.executable, "-m", "lddgan_core", "info"], capture_output=True, text=True, cwd=REPO)
-    assert r.returncode == 0 and "official_tiny" in r.stdout
+    assert r.returncode == 0 and "lddgan-shapes32" in r.stdout
 
 
 def test_pack_imports_as_comfyui_custom_node():
@@ -196,3 +207,15 @@ def test_progress_bar_without_terminal():
     assert s.getvalue().count("\n") == 1
     bar.close()
     assert s.getvalue().count("\n") == 2 and s.getvalue().splitlines()[-1].startswith("       3.5 MB")
+
+
+def test_sample_fast_choices_agree(tmp_path, capsys):
+    # --fast ref (reference path) and the default fast path write the same images (fp32 fast path <= 1e-4)
+    grids = {}
+    for mode in ("ref", "fast"):
+        g = tmp_path / f"{mode}.png"
+        assert main(["sample", "--batch", "2", "--seed", "3", "--fast", mode, "--grid", str(g)]) == 0
+        grids[mode] = np.asarray(Image.open(g)).astype(int)
+    assert np.abs(grids["ref"] - grids["fast"]).max() <= 1
+    with pytest.raises(SystemExit):
+        main(["sample", "--fast", "turbo"])

@@ -17,7 +17,10 @@ import nodes as P  # noqa: E402
 from nodes import chunks, convert, runtime, vae  # noqa: E402
 from nodes.lib import default_model_path  # noqa: E402
 
-SHIPPED = os.path.basename(default_model_path())
+# the shipped 16 px fixture model (random weights): fast, and its sizes are what these tests assert; the
+# trained default model is tested in tests/test_default_model.py
+SHIPPED = "lddgan_tiny_fixture.safetensors"
+assert os.path.isfile(os.path.join(os.path.dirname(default_model_path()), SHIPPED))
 # Results of different batch sizes differ by float32 rounding only (conv kernels sum in another order);
 # same-batch comparisons use 1e-6 or exact equality.
 BATCH_ATOL = 5e-5
@@ -155,8 +158,9 @@ def test_model_folder_registration(tmp_path, monkeypatch, from_yaml, random_mode
     os.makedirs(default)
     random_model("kl").save(os.path.join(default, "mine.safetensors"))
     open(os.path.join(default, "readme.txt"), "w").close()
-    assert runtime.list_models() == sorted(["mine.safetensors", SHIPPED])
-    assert runtime.resolve_model(SHIPPED) == default_model_path()
+    shipped = sorted(os.listdir(runtime.SHIPPED_DIR))
+    assert runtime.list_models() == sorted(["mine.safetensors", *shipped])
+    assert runtime.resolve_model(os.path.basename(default_model_path())) == default_model_path()
 
 
 # -- loader -------------------------------------------------------------------------------------------------
@@ -166,7 +170,9 @@ def test_loader_lists_shipped_and_folder_models(tmp_path, monkeypatch, random_mo
     (tmp_path / "notes.txt").write_text("not a model")
     names = P.LDDGANModelLoader.INPUT_TYPES()["required"]["model_name"][0]
     # local models first; the shipped manifest adds its not-yet-installed entries as "[download] ..." choices
-    assert [n for n in names if not n.startswith("[download] ")] == sorted([SHIPPED, "sub/mine.safetensors"])
+    local = [n for n in names if not n.startswith("[download] ")]
+    assert local == sorted(["lddgan_shapes32.safetensors", SHIPPED, "sub/mine.safetensors"])
+    assert local[0] == os.path.basename(default_model_path())  # the trained default is the first (preselected) choice
     assert "[download] lddgan_cifar10.safetensors" in names
     m = P.LDDGANModelLoader().load("sub/mine.safetensors")[0]
     assert m.config.name == "tiny_kl" and m.dtype == torch.float32

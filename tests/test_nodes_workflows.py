@@ -85,7 +85,7 @@ def test_builder_reproduces_the_committed_workflows(tmp_path):
 def test_generate_runs_and_is_reproducible(input_dir):
     (prefix, a), = CW.run_offline(_api("lddgan_generate"), P.NODE_CLASS_MAPPINGS, input_dir)
     (_, b), = CW.run_offline(_api("lddgan_generate"), P.NODE_CLASS_MAPPINGS, input_dir)
-    assert prefix == "LDDGAN/generate" and a.shape == (4, 16, 16, 3)
+    assert prefix == "LDDGAN/generate" and a.shape == (8, 32, 32, 3)
     assert a.std() > 0.05 and (a[0] - a[1]).abs().max() > 0.05
     assert torch.equal(a, b)
 
@@ -93,14 +93,14 @@ def test_generate_runs_and_is_reproducible(input_dir):
 def test_fixed_seed_batch_image_3_is_seed_45(input_dir):
     saved = dict(CW.run_offline(_api("lddgan_fixed_seed_batch"), P.NODE_CLASS_MAPPINGS, input_dir))
     batch, single = saved["LDDGAN/batch_seed42"], saved["LDDGAN/single_seed45"]
-    assert batch.shape == (8, 16, 16, 3) and single.shape == (1, 16, 16, 3)
+    assert batch.shape == (8, 32, 32, 3) and single.shape == (1, 32, 32, 3)
     torch.testing.assert_close(batch[3], single[0], rtol=0, atol=5e-5)
     assert (batch[2] - single[0]).abs().max() > 0.05
 
 
 def test_image_to_image_makes_variations_of_the_input(input_dir):
     (_, out), = CW.run_offline(_api("lddgan_image_to_image"), P.NODE_CLASS_MAPPINGS, input_dir)
-    assert out.shape == (4, 16, 16, 3)
+    assert out.shape == (4, 32, 32, 3)
     assert min((out[i] - out[j]).abs().max() for i in range(4) for j in range(i)) > 1e-3
     api = _api("lddgan_image_to_image")
     sampler = next(k for k, v in api.items() if v["class_type"] == "LDDGANSampler")
@@ -122,7 +122,7 @@ def test_finetune_example_trains_saves_and_resumes(input_dir, tmp_path, monkeypa
     (prefix, out), (p1, curve), (p2, grid) = CW.run_offline(api, P.NODE_CLASS_MAPPINGS, input_dir)
     assert bars[0].total == steps and bars[0].history == list(range(1, steps + 1))
     assert prefix == "LDDGAN/finetune" and p1 == p2 == "PreviewImage"
-    assert out.shape == (4, 16, 16, 3) and curve.shape == (1, 360, 640, 3) and grid.shape == (1, 74, 74, 3)
+    assert out.shape == (4, 32, 32, 3) and curve.shape == (1, 360, 640, 3) and grid.shape == (1, 138, 138, 3)
     assert out.std() > 0.05 and curve.std() > 0.05 and grid.std() > 0.05
     name = B.FINETUNE_NAME + ".safetensors"
     assert name in P.runtime.list_models()  # LDDGAN Model Loader lists the result

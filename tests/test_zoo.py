@@ -347,10 +347,10 @@ def test_zip_archive_is_extracted_on_arrival(official_tiny, tmp_path, tiny_model
 
 
 def test_model_entries_and_autoencoder_entries(official_tiny, tmp_path):
-    from lddgan_core.cli import DEFAULT_MODEL
+    from lddgan_core.cli import FIXTURE_MODEL
 
     with FileServer() as srv:
-        good = srv.add("/m/tiny.safetensors", open(DEFAULT_MODEL, "rb").read())
+        good = srv.add("/m/tiny.safetensors", open(FIXTURE_MODEL, "rb").read())
         bad = srv.add("/m/cases.safetensors", (official_tiny / "cases.safetensors").read_bytes())
         d = fixture_manifest(official_tiny, [srv.url("/g")], [srv.add("/a/ae.ckpt", b"not used")])
         d["entries"] += [
@@ -359,7 +359,7 @@ def test_model_entries_and_autoencoder_entries(official_tiny, tmp_path):
             {"id": "not-a-model", "name": "x", "kind": "model", "file_name": "x.safetensors", "urls": [bad],
              "license": "not stated"}]
         p = zoo.ensure("team-model", tmp_path, manifest=d, allow_download=True)
-        assert p == str(tmp_path / "team.safetensors") and sha(p) == sha(DEFAULT_MODEL)
+        assert p == str(tmp_path / "team.safetensors") and sha(p) == sha(FIXTURE_MODEL)
         L.load(p)
         with pytest.raises(zoo.ZooError, match="not an LDDGAN model and was removed"):
             zoo.ensure("not-a-model", tmp_path, manifest=d, allow_download=True)

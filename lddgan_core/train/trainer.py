@@ -104,8 +104,9 @@ class GANTrainer:
         for net in (self.G, self.ema, self.D):
             tdist.broadcast_module(net, self.world)
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
+        # foreach: one fused update over all tensors (PyTorch only defaults to it on CUDA); same arithmetic
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, foreach=True)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, foreach=True)
         self.step = 0  # iterations done
         self.history: list[dict] = []  # loss-log rows
         self._perms: dict[int, torch.Tensor] = {}
@@ -215,8 +216,9 @@ class GANTrainer:
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
         """ema <- decay * ema + (1 - decay) * G (official EMA: initialised to G, updated after every G step)."""
-        for e, p in zip(self.ema.parameters(), self.G.parameters()):
-            e.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+        ema, cur = list(self.ema.parameters()), [p.detach() for p in self.G.parameters()]
+        torch._foreach_mul_(ema, decay)
+        torch._foreach_add_(ema, cur, alpha=1.0 - decay)
         for e, b in zip(self.ema.buffers(), self.G.buffers()):
             e.copy_(b)
 

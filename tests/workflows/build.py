@@ -19,11 +19,11 @@ sys.path[:0] = [str(REPO), str(HERE.parent)]
 
 import comfy_workflow as CW  # noqa: E402  (tests/comfy_workflow.py)
 
-SHIPPED = "lddgan_tiny_fixture.safetensors"
+SHIPPED = "lddgan_shapes32.safetensors"
 NOTE = ("**LDDGAN** - few-step (T <= 4) latent denoising diffusion GAN.\n\n"
-        "The model used here, `lddgan_tiny_fixture`, ships with the pack (16x16 px, random weights): it runs on "
-        "a fresh install with no download, and its images are noise until a trained model is selected in "
-        "**LDDGAN Model Loader** (models/lddgan).")
+        "The model used here, `lddgan_shapes32`, ships with the pack and needs no download: trained by the project "
+        "on procedural coloured shapes (4 shapes x 4 colours on varied backgrounds), 32x32 px. Pick another model "
+        "in **LDDGAN Model Loader** (models/lddgan) for other images.")
 
 
 class Graph:
@@ -78,7 +78,7 @@ class Graph:
 def generate(info):
     g = Graph(info)
     m = g.add("LDDGANModelLoader", (40, 120), [SHIPPED, "auto", False])
-    s = g.add("LDDGANSampler", (380, 120), [0, "randomize", 4, 1.0], model=(m, 0))
+    s = g.add("LDDGANSampler", (380, 120), [0, "randomize", 8, 1.0], model=(m, 0))
     d = g.add("LDDGANDecode", (720, 120), [], model=(m, 0), latent=(s, 0))
     g.add("SaveImage", (1060, 120), ["LDDGAN/generate"], images=(d, 0))
     g.note((40, 300), NOTE)

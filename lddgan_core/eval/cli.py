@@ -1,0 +1,70 @@
+"""``lddgan eval``: the parser and command (registered by lddgan_core.cli)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def add_eval_command(sub) -> None:
+    e = sub.add_parser("eval", help="evaluate a model or an image folder against held-out shapes data",
+                       description="FID, precision/recall, density/coverage (shapes-classifier or Inception "
+                                   "features) and mode coverage of a model's samples or of a folder of images, "
+                                   "against held-out procedural shapes (seed 1), next to the real-vs-real ceiling "
+                                   "(seed 2 vs seed 1, same n).")
+    src = e.add_mutually_exclusive_group()
+    src.add_argument("--model", default=None, help="our .safetensors model or a manifest id (default: the shipped one)")
+    src.add_argument("--images", default=None, metavar="DIR", help="evaluate the images of this folder (recursive) "
+                                                                   "instead of a model")
+    e.add_argument("--n", type=int, default=None, help="images generated and real (default 5000; with --images: "
+                                                       "all images of the folder, or its first N)")
+    e.add_argument("--batch", type=int, default=64, help="sampling batch size")
+    e.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
+    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
+    e.add_argument("--features", choices=["shapes", "inception"], default="shapes",
+                   help="feature space of FID and the k-NN metrics (mode metrics always use the shapes classifier)")
+    e.add_argument("--inception-weights", default=None, metavar="FILE",
+                   help="local Inception weights (required with --features inception; nothing is downloaded)")
+    e.add_argument("--classifier", default=None, metavar="FILE", help="shapes classifier (default: the shipped one)")
+    e.add_argument("--json", default=None, metavar="PATH", help="also write the full result as JSON")
+    e.set_defaults(fn=cmd_eval)
+
+
+def cmd_eval(a) -> int:
+    from .. import cli as top
+    from ..errors import InputError
+    from ..io import atomic_write
+    from .evaluate import K_DC, MIN_N, evaluate_images, evaluate_model, format_table, load_image_folder
+
+    if a.n is not None and a.n < MIN_N:
+        raise InputError(f"--n must be >= {MIN_N} (the k-NN metrics need more than {K_DC} samples per set), got {a.n}")
+    if a.batch < 1:
+        raise InputError(f"--batch must be >= 1, got {a.batch}")
+    if a.features == "inception" and not a.inception_weights:
+        raise InputError("--features inception needs --inception-weights FILE (a local file; nothing is downloaded)")
+    if a.inception_weights and not os.path.isfile(a.inception_weights):
+        raise InputError(f"--inception-weights: file {a.inception_weights!r} does not exist")
+    device = top._device(a.device)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    classifier = None
+    if a.classifier:
+        from .classifier import load_classifier
+
+        classifier = load_classifier(a.classifier, device=device)
+    kw = dict(features=a.features, inception_weights=a.inception_weights, classifier=classifier, log=log)
+    if a.images:
+        images = load_image_folder(a.images, a.n)
+        result = evaluate_images(images, device=device, source=os.path.abspath(a.images), **kw)
+    else:
+        path = top._model_path(a.model)
+        result = evaluate_model(path, n=5000 if a.n is None else a.n, seed=a.seed, batch=a.batch, device=device, **kw)
+    print(format_table(result))
+    if a.json:
+        text = json.dumps(result, indent=1)
+
+        def write(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        atomic_write(a.json, write)
+        print(f"wrote {a.json}")
+    return 0

@@ -1,0 +1,153 @@
+"""`lddgan eval` end to end: a tiny random model, a folder of real held-out PNGs, the Python API, Inception
+plumbing with a stand-in network, and clear errors (exit status 2)."""
+import json
+import math
+import os
+import sys
+import types
+
+import pytest
+import torch
+
+from lddgan_core.cli import _model_path, main
+from lddgan_core.eval import METRIC_KEYS, evaluate_images, evaluate_model
+from lddgan_core.shapes import make_shapes, save_folder, to_model_range
+
+
+@pytest.fixture
+def model_file(tmp_path, random_model):
+    p = tmp_path / "m.safetensors"
+    random_model("kl").save(p)
+    return p
+
+
+def _check_result(r, n):
+    for part in ("generated", "ceiling"):
+        assert set(METRIC_KEYS) <= set(r[part]), part
+        assert all(math.isfinite(r[part][k]) for k in METRIC_KEYS), r[part]
+        assert len(r[part]["histogram"]) == 16
+        assert sum(r[part]["histogram"]) + round(r[part]["unrecognised"] * n) == n
+    assert sum(r["real_histogram"]) == n and r["n"] == n  # every real image is recognised
+    assert (r["real_seed"], r["ceiling_seed"], r["features"], r["feature_dim"]) == (1, 2, "shapes", 128)
+    # the ceiling compares two held-out sets: every mode present, metrics close to a perfect generator's
+    c = r["ceiling"]
+    assert c["modes_covered"] == 16 and c["precision"] > 0.8 and c["recall"] > 0.8 and c["coverage"] > 0.8
+    assert r["classifier"]["accuracy_on_real"] > 0.98
+
+
+def test_eval_model_writes_json_and_prints_table(tmp_path, model_file, capsys, one_thread):
+    out = tmp_path / "res" / "eval.json"
+    assert main(["eval", "--model", str(model_file), "--n", "64", "--batch", "24", "--seed", "3",
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    _check_result(r, 64)
+    assert r["what"] == "model" and r["source"] == str(model_file) and r["seed"] == 3
+    # a random model draws no shapes: the classifier recognises none of its images
+    assert r["generated"]["unrecognised"] > 0.9 and r["generated"]["modes_covered"] < 4
+    assert r["ceiling"]["unrecognised"] == 0
+    s = r["sampling"]
+    assert s["images"] == 64 and s["batch"] == 24 and s["images_per_s"] > 0 and s["device"] == "cpu"
+    assert os.listdir(out.parent) == ["eval.json"]  # written atomically: no temp file left
+    text = capsys.readouterr().out
+    assert "real vs real (ceiling)" in text and "FID" in text and "modes covered (of 16)" in text
+    assert "images/s" in text
+
+
+def test_default_model_and_the_api_agree(tmp_path, capsys, one_thread):
+    # no --model: the default model path; evaluate_model with another batch size gives the same numbers
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--n", "16", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["source"] == _model_path(None)
+    api = evaluate_model(_model_path(None), n=16, batch=5)
+    for k in METRIC_KEYS:
+        assert api["generated"][k] == pytest.approx(r["generated"][k], rel=1e-3, abs=1e-6), k
+        assert api["ceiling"][k] == r["ceiling"][k], k  # the same held-out sets
+
+
+def test_folder_of_real_heldout_images_scores_like_the_ceiling(tmp_path, capsys, one_thread):
+    folder = save_folder(str(tmp_path / "real"), 300, seed=5)  # held-out data of another seed, in subfolders
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--images", folder, "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    _check_result(r, 300)
+    g, c = r["generated"], r["ceiling"]
+    assert r["what"] == "images" and "sampling" not in r and r["image_size"] == [32, 32]
+    assert g["modes_covered"] == 16 and g["modes_covered_at_threshold"] == 16
+    assert g["fid"] < 1.5 * c["fid"] + 0.5, (g["fid"], c["fid"])
+    for k in ("precision", "recall", "density", "coverage"):
+        assert abs(g[k] - c[k]) < 0.1, k
+    assert g["mean_confidence"] > 0.98
+    # --n takes the first n images (sorted paths)
+    assert main(["eval", "--images", folder, "--n", "40", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["n"] == 40
+
+
+def test_evaluate_images_float_and_uint8_agree(one_thread):
+    images = make_shapes(32, seed=6)[0]
+    a = evaluate_images(images)
+    b = evaluate_images(to_model_range(images))
+    assert a["generated"] == b["generated"]
+
+
+class _StandIn(torch.nn.Module):
+    """A stand-in for the Inception network: [N, 3, H, W] in [-1, 1] -> [N, 64] (records what it was given)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 64, 5, stride=2)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append((tuple(x.shape), x.dtype, float(x.min()), float(x.max())))
+        return self.conv(x).mean(dim=(2, 3))
+
+
+def test_inception_features_plumbing(tmp_path, monkeypatch, capsys, one_thread):
+    net, calls = _StandIn(), []
+
+    def load_inception(path, device="cpu"):
+        calls.append((path, device))
+        return net
+
+    monkeypatch.setitem(sys.modules, "lddgan_core.eval.inception", types.SimpleNamespace(load_inception=load_inception))
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"stand-in")
+    out = tmp_path / "eval.json"
+    folder = save_folder(str(tmp_path / "real"), 24, seed=5)
+    assert main(["eval", "--images", folder, "--features", "inception", "--inception-weights", str(weights),
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["features"] == "inception" and r["feature_dim"] == 64 and calls == [(str(weights), "cpu")]
+    assert all(s[0][1:] == (3, 32, 32) and s[1] == torch.float32 and -1 <= s[2] and s[3] <= 1 for s in net.seen)
+    # modes still come from the shapes classifier
+    assert sum(r["generated"]["histogram"]) == 24 and r["classifier"]["accuracy_on_real"] > 0.9
+
+
+def test_errors_exit_2(tmp_path, model_file, monkeypatch, capsys):
+    def err(*argv):
+        assert main(["eval", *argv]) == 2, argv
+        return capsys.readouterr().err
+
+    assert "--n must be >= 10" in err("--model", str(model_file), "--n", "5")
+    assert "--n must be >= 10" in err("--model", str(model_file), "--n", "-3")
+    assert "--batch must be >= 1" in err("--model", str(model_file), "--n", "16", "--batch", "0")
+    assert "needs --inception-weights" in err("--features", "inception")
+    missing = tmp_path / "nope.pth"
+    e = err("--features", "inception", "--inception-weights", str(missing))
+    assert "does not exist" in e and "nope.pth" in e
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "it is empty" in err("--images", str(empty))
+    folder = save_folder(str(tmp_path / "few"), 12, seed=5)
+    assert "fewer than --n 50" in err("--images", folder, "--n", "50")
+    assert "does not exist" in err("--model", str(tmp_path / "none.safetensors"), "--n", "16")
+    # Inception features when lddgan_core/eval/inception.py is not there
+    monkeypatch.setitem(sys.modules, "lddgan_core.eval.inception", None)
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    assert "Inception features are not available" in err("--images", folder, "--features", "inception",
+                                                         "--inception-weights", str(weights))
+    with pytest.raises(SystemExit):  # argparse: --model and --images exclude each other
+        main(["eval", "--model", str(model_file), "--images", folder])
