@@ -30,6 +30,20 @@ def parse_dtype(dtype) -> torch.dtype | None:
     return _DTYPES[str(dtype).lower()]
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux); else set-and-restore."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write_fn) -> str:
     """Call write_fn(tmp_path) then rename tmp_path to path; the temp file is removed on failure."""
     path = os.fspath(path)
@@ -39,6 +53,7 @@ def atomic_write(path: str | os.PathLike, write_fn) -> str:
     os.close(fd)
     try:
         write_fn(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -53,9 +53,11 @@ def train_shapes(out: str, *, images: int, ae_steps: int, ae_batch: int, ae_lr: 
     with open(os.path.join(out, "recipe.json"), "w", encoding="utf-8") as f:
         json.dump(args, f, indent=1)
     t0 = time.perf_counter()
-    x, _ = make_shapes(images, TRAIN_SEED + seed, 32)
+    # always the training data seed: `seed` drives initialisation and noise only (seeds 1-4 are evaluation and
+    # classifier data)
+    x, _ = make_shapes(images, TRAIN_SEED, 32)
     x = to_model_range(x)
-    log(f"shapes data: {images} images (seed {TRAIN_SEED + seed}) in {time.perf_counter() - t0:.1f} s")
+    log(f"shapes data: {images} images (seed {TRAIN_SEED}) in {time.perf_counter() - t0:.1f} s")
 
     ae_paths = RunPaths.in_dir(os.path.join(out, "autoencoder"), "autoencoder")
     if not os.path.isfile(ae_paths.model):
@@ -118,8 +120,17 @@ def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, 
     from .train.files import RunPaths
     from .train.latents import build_latents
 
+    from .errors import InputError
+
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     variants = list(variants or ABLATION_VARIANTS)
+    unknown = [v for v in variants if v not in ABLATION_VARIANTS]
+    if unknown:
+        raise InputError(f"ablation variants {unknown} are unknown; choose from {list(ABLATION_VARIANTS)}")
+    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+        raise InputError(f"ablation seeds must be integers >= 0, got {list(seeds)}")
+    if len(seeds) < 3:
+        log(f"note: {len(seeds)} seed(s); the mean +- std needs at least 3 to mean much")
     os.makedirs(out, exist_ok=True)
     ae, size = load_autoencoder(autoencoder)
     x, _ = make_shapes(images, TRAIN_SEED, 32)
@@ -134,12 +145,18 @@ def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, 
             ev_path = os.path.join(d, "eval.json")
             if os.path.isfile(ev_path):
                 with open(ev_path, encoding="utf-8") as f:
-                    runs.append(json.load(f))
+                    row = json.load(f)
+                have = (row.get("steps"), row.get("batch"), row.get("n_eval"))
+                if have != (steps, batch, n_eval):
+                    raise InputError(f"{ev_path}: a finished run with steps/batch/n_eval {have}, but this ablation "
+                                     f"asks for {(steps, batch, n_eval)}; use another --out")
+                runs.append(row)
                 continue
             model = new_model((ae, size), ABLATION_GENERATOR, lat, num_timesteps=4, name=f"ablation-{v}", seed=seed)
+            # EMA warm-up: with a plain 0.999 decay, 0.999^1500 = 22% of the EMA would still be the random init
             cfg = TrainConfig(steps=steps, batch_size=batch, lr_g=lr_g, lr_d=lr_d, r1_gamma=r1_gamma,
-                              lazy_reg=lazy_reg, ema_decay=ema_decay, seed=seed, log_every=50, save_every=250,
-                              sample_every=0, **ABLATION_VARIANTS[v])
+                              lazy_reg=lazy_reg, ema_decay=ema_decay, ema_warmup=True, seed=seed, log_every=50,
+                              save_every=250, sample_every=0, **ABLATION_VARIANTS[v])
             t0 = time.perf_counter()
             log(f"ablation {v} seed {seed}: {steps} iterations, batch {batch}")
             res = train_model(model, lat, cfg, paths=RunPaths.in_dir(d), disc_config=dict(disc),
@@ -149,7 +166,7 @@ def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, 
                 raise KeyboardInterrupt(f"stopped during ablation run {d} (state saved; run again to resume)")
             train_s = time.perf_counter() - t0
             ev = evaluate_model(res.model, n=n_eval, seed=0)
-            row = {"variant": v, "seed": seed, "train_seconds": train_s, "steps": steps, "batch": batch,
+            row = {"variant": v, "seed": seed, "train_seconds": train_s, "steps": steps, "batch": batch, "n_eval": n_eval,
                    "metrics": ev["generated"], "ceiling": ev["ceiling"], "eval": {k: ev[k] for k in ev
                                                                                   if k not in ("generated", "ceiling")}}
             _write_text(ev_path, json.dumps(row, indent=1))
@@ -201,8 +218,9 @@ def ablation_table(summary: dict, n_seeds: int) -> str:
     keys = [k for k in _ABLATION_KEYS if any(k in s for s in summary.values())]
     lines = ["| variant | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for v, s in summary.items():
-        lines.append(f"| {v} | " + " | ".join(f"{s[k]['mean']:.3f} +- {s[k]['std']:.3f}" if k in s else "-"
-                                             for k in keys) + " |")
+        lines.append(f"| {v} | " + " | ".join(
+            "-" if k not in s else f"{s[k]['mean']:.3f}" + (f" +- {s[k]['std']:.3f}" if s[k]["n"] > 1 else "")
+            for k in keys) + " |")
     return "\n".join(lines) + f"\n\n(mean +- std over {n_seeds} seeds)\n"
 
 

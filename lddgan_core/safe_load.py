@@ -229,8 +229,14 @@ def read_state_dict(path, *, what: str = "checkpoint") -> dict:
         return _read_torch_zip(path, what)
     if len(head) == 9 and head[8:9] == b"{":
         return read_safetensors(path, what=what)[0]
-    if head[:1] == b"\x80":  # a bare pickle stream: the pre-zip torch.save format
-        raise CheckpointError(f"{label} uses the legacy (pre-1.6) torch.save format, which is "
-                              f"not supported; {_CONVERT_HINT}")
+    if head[:1] == b"\x80":  # a bare pickle stream: the pre-zip torch.save format (e.g. pytorch-fid's weights)
+        import torch
+
+        try:  # torch's weights_only unpickler reads it safely (tensors and plain containers only)
+            return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - no restricted fallback for this format
+            raise CheckpointError(f"{label} uses the legacy (pre-1.6) torch.save format and holds more than "
+                                  f"tensors and plain containers ({type(e).__name__}), which is not loaded; "
+                                  f"{_CONVERT_HINT}") from None
     raise CheckpointError(f"{label} is not a checkpoint (neither a torch.save zip archive nor "
                           f"safetensors; starts with {head[:8]!r}); {_CONVERT_HINT}")

@@ -292,3 +292,13 @@ def test_generate_batch_follows_its_source(tiny_model):
     imgs = m.generate(seeds=[3, 4])
     assert torch.equal(imgs, m.decode(m.sample(seeds=[3, 4])).clamp(-1, 1))
     assert torch.equal(m.generate(2, 3), imgs)
+
+
+def test_saved_files_get_the_usual_permissions(tiny_model, tmp_path):
+    # written through a mkstemp temp file (0600), then given 0666 & ~umask like any new file
+    old = os.umask(0o022)
+    try:
+        p = tiny_model.save(tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert os.stat(p).st_mode & 0o777 == 0o644

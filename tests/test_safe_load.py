@@ -266,9 +266,18 @@ def test_zip_that_is_not_torch(tmp_path):
     _err(tmp_path / "a.pth", "not a torch.save checkpoint")
 
 
-def test_legacy_format_unsupported(tmp_path):
-    torch.save(_sd(), tmp_path / "old.pth", _use_new_zipfile_serialization=False)
-    _err(tmp_path / "old.pth", "legacy", "not supported", "re-save")
+def test_legacy_format_tensors_only_is_read(tmp_path):
+    # pre-1.6 files holding only tensors (e.g. pytorch-fid's Inception weights) load through weights_only
+    sd = _sd()
+    torch.save(sd, tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    got = read_state_dict(tmp_path / "old.pth")
+    assert list(got) == list(sd) and all(torch.equal(got[k], sd[k]) for k in sd)
+
+
+def test_legacy_format_with_objects_refused(tmp_path):
+    torch.save({"w": torch.ones(2), "ns": argparse.Namespace(a=1)}, tmp_path / "old.pth",
+               _use_new_zipfile_serialization=False)
+    _err(tmp_path / "old.pth", "legacy", "not loaded", "re-save")
 
 
 def test_corrupt_pickle_inside_zip(tmp_path):
