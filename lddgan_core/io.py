@@ -116,6 +116,16 @@ def read_model_file(path) -> tuple[dict, dict]:
     return meta, tensors
 
 
+def key_mismatch(target: dict, given: dict) -> tuple[list[str], list[str], list[str]]:
+    """(missing keys, unexpected keys, shape mismatches) of a state dict `given` against a module's `target`:
+    what a strict-load error lists."""
+    missing = sorted(set(target) - set(given))
+    unexpected = sorted(set(given) - set(target))
+    shapes = [f"{k}: file {tuple(given[k].shape)} vs config {tuple(target[k].shape)}"
+              for k in sorted(set(given) & set(target)) if given[k].shape != target[k].shape]
+    return missing, unexpected, shapes
+
+
 def load_model(path, device="cpu", dtype=torch.float32):
     """Load our format. dtype=None keeps the stored precision; otherwise weights are cast."""
     from .model import LDDGAN
@@ -129,12 +139,8 @@ def load_model(path, device="cpu", dtype=torch.float32):
     model = LDDGAN(cfg)
     dtype = parse_dtype(dtype)
     for prefix, module in (("generator.", model.generator), ("autoencoder.", model.autoencoder)):
-        target = module.state_dict()
         sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        missing = sorted(set(target) - set(sd))
-        unexpected = sorted(set(sd) - set(target))
-        shapes = [f"{k}: file {tuple(sd[k].shape)} vs config {tuple(target[k].shape)}"
-                  for k in sorted(set(sd) & set(target)) if sd[k].shape != target[k].shape]
+        missing, unexpected, shapes = key_mismatch(module.state_dict(), sd)
         if missing or unexpected or shapes:
             raise CheckpointError(f"model file {p!r}: {prefix[:-1]} weights do not match its config: "
                                   f"missing {missing[:20]}, unexpected {unexpected[:20]}, shape mismatches {shapes[:20]}")

@@ -219,3 +219,14 @@ def test_sample_fast_choices_agree(tmp_path, capsys):
     assert np.abs(grids["ref"] - grids["fast"]).max() <= 1
     with pytest.raises(SystemExit):
         main(["sample", "--fast", "turbo"])
+
+
+def test_sample_grid_zoom(tmp_path, capsys):
+    assert main(["sample", "--model", FIXTURE_MODEL, "--batch", "2", "--grid", str(tmp_path / "a.png")]) == 0
+    assert main(["sample", "--model", FIXTURE_MODEL, "--batch", "2", "--zoom", "3",
+                 "--grid", str(tmp_path / "b.png")]) == 0
+    a, b = (np.asarray(Image.open(tmp_path / f)) for f in ("a.png", "b.png"))
+    assert b.shape == (3 * a.shape[0], 3 * a.shape[1], 3)
+    assert np.array_equal(b[::3, ::3], a) and np.array_equal(b[1::3, 2::3], a)
+    with pytest.raises(SystemExit, match="zoom"):
+        main(["sample", "--zoom", "0"])

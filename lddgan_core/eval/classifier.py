@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, ConfigError, InputError
+from ..io import key_mismatch
 
 FORMAT_NAME = "lddgan-shapes-classifier"
 FORMAT_VERSION = 1
@@ -174,10 +175,7 @@ def load_classifier(path: str | None = None, device="cpu") -> ShapesClassifier:
     except (ValueError, TypeError, ConfigError) as e:
         raise CheckpointError(f"shapes classifier file {path!r}: bad config metadata: {e}") from None
     model = ShapesClassifier(cfg)
-    target = model.state_dict()
-    missing, unexpected = sorted(set(target) - set(tensors)), sorted(set(tensors) - set(target))
-    shapes = [f"{k}: file {tuple(tensors[k].shape)} vs config {tuple(target[k].shape)}"
-              for k in sorted(set(target) & set(tensors)) if tensors[k].shape != target[k].shape]
+    missing, unexpected, shapes = key_mismatch(model.state_dict(), tensors)
     if missing or unexpected or shapes:
         raise CheckpointError(f"shapes classifier file {path!r} does not match its config: missing {missing[:20]}, "
                               f"unexpected {unexpected[:20]}, shape mismatches {shapes[:20]}")

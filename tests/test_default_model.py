@@ -1,0 +1,53 @@
+"""The shipped default model: what the recipe says it is, small enough, and it really draws the shapes data
+(checked with the evaluation classifier against an untrained model of the same architecture)."""
+import json
+import os
+
+import pytest
+import torch
+
+import lddgan_core as L
+from lddgan_core.cli import DEFAULT_MODEL
+from lddgan_core.eval import evaluate_model
+from lddgan_core.recipes import SHAPES_AUTOENCODER, SHAPES_DEFAULTS, SHAPES_GENERATOR
+
+N = 256  # samples per check (seeds 0..255)
+
+
+@pytest.fixture(scope="module")
+def default():
+    return L.load(DEFAULT_MODEL)
+
+
+def test_file_and_config_match_the_recipe(default):
+    assert os.path.getsize(DEFAULT_MODEL) <= 15_000_000
+    assert L.load(DEFAULT_MODEL, dtype=None).dtype == torch.float16  # stored in fp16 (fp32 would not fit 15 MB)
+    cfg = default.config
+    assert cfg.image_size == 32 and cfg.name == "lddgan-shapes32" and default.num_timesteps == SHAPES_DEFAULTS["timesteps"]
+    for k, v in SHAPES_GENERATOR.items():
+        assert getattr(cfg.generator, k) == (tuple(v) if isinstance(v, (list, tuple)) else v), k
+    for k, v in SHAPES_AUTOENCODER.items():
+        assert getattr(cfg.autoencoder, k) == (tuple(v) if isinstance(v, (list, tuple)) else v), k
+    recipe = json.loads(cfg.provenance["recipe"])
+    for k, v in SHAPES_DEFAULTS.items():  # the file was made by `python -m lddgan_core.recipes shapes` as it is now
+        assert recipe[k] == v, k
+
+
+def test_it_draws_the_shapes_data(default, one_thread):
+    # the same architecture with untrained weights draws nothing the classifier recognises
+    r = evaluate_model(default, n=N, seed=0)
+    untrained = L.LDDGAN(default.config).eval()
+    u = evaluate_model(untrained, n=N, seed=0)
+    g, c, ug = r["generated"], r["ceiling"], u["generated"]
+    assert g["modes_covered"] >= MIN_MODES and ug["modes_covered"] <= 4
+    assert g["unrecognised"] <= MAX_UNRECOGNISED and ug["unrecognised"] > 0.9
+    assert g["fid"] < MAX_FID and ug["fid"] > 5 * MAX_FID and c["fid"] < g["fid"]
+    assert g["precision"] > MIN_PRECISION and g["recall"] > MIN_RECALL
+    assert g["kl_gen_data"] < MAX_KL
+
+
+def test_seeds_reproduce_and_differ(default):
+    a = default.decode(default.sample(seeds=[7, 8]))
+    b = default.decode(default.sample(seeds=[7]))
+    assert (a[0] - b[0]).abs().max() < 1e-4  # an image depends only on its seed
+    assert (a[0] - a[1]).abs().max() > 0.3  # different seeds, different images
