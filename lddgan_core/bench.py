@@ -381,16 +381,12 @@ def main(argv=None) -> int:
     if not cuda:
         print("(no GPU: the CUDA targets were not measured)")
     if a.json:
-        from .io import atomic_write
+        from .io import atomic_write_text
 
         doc = {"machine": info, "settings": {"reps": reps, "warmup": warmup, "batches": batches, "paths": paths,
                                             "parts": list(parts)},
                "flops_per_image": flops, "results": rows, "targets": targets}
-        def write(tmp):
-            with open(tmp, "w") as f:
-                json.dump(doc, f, indent=1)
-
-        atomic_write(a.json, write)
+        atomic_write_text(a.json, json.dumps(doc, indent=1))
         print(f"wrote {a.json}")
     return 0
 

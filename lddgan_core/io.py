@@ -116,6 +116,14 @@ def read_model_file(path) -> tuple[dict, dict]:
     return meta, tensors
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> str:
+    """Write a text file (UTF-8) through atomic_write."""
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    return atomic_write(path, write)
+
+
 def key_mismatch(target: dict, given: dict) -> tuple[list[str], list[str], list[str]]:
     """(missing keys, unexpected keys, shape mismatches) of a state dict `given` against a module's `target`:
     what a strict-load error lists."""

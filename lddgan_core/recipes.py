@@ -34,9 +34,7 @@ def train_shapes(out: str, *, images: int, ae_steps: int, ae_batch: int, ae_lr: 
                  should_stop=None) -> str:
     """Autoencoder + LDDGAN on shapes data; returns the path of the saved model (<out>/model_<dtype>.safetensors).
     The autoencoder is skipped when <out>/autoencoder/autoencoder.safetensors exists (finished run)."""
-    import torch
 
-    from .io import atomic_write  # noqa: F401  (model.save writes atomically)
     from .shapes import TRAIN_SEED, make_shapes, to_model_range
     from .train.api import new_model, train_autoencoder, train_model, training_mode
     from .train.autoencoder import AETrainConfig, load_autoencoder
@@ -110,9 +108,9 @@ def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, 
     (lddgan_core.eval, shapes features, n_eval samples vs held-out data). Each run lives in <out>/<variant>_s<seed>
     and is resumed / skipped when finished (its eval.json exists). Returns {"runs": [...], "summary": {...}}
     and writes <out>/ablation.json and <out>/ablation.md (mean +- std over seeds)."""
-    import torch
 
     from .eval import evaluate_model
+    from .io import atomic_write_text
     from .shapes import TRAIN_SEED, make_shapes, to_model_range
     from .train.api import new_model, train_model, training_mode
     from .train.autoencoder import load_autoencoder
@@ -169,7 +167,7 @@ def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, 
             row = {"variant": v, "seed": seed, "train_seconds": train_s, "steps": steps, "batch": batch, "n_eval": n_eval,
                    "metrics": ev["generated"], "ceiling": ev["ceiling"], "eval": {k: ev[k] for k in ev
                                                                                   if k not in ("generated", "ceiling")}}
-            _write_text(ev_path, json.dumps(row, indent=1))
+            atomic_write_text(ev_path, json.dumps(row, indent=1))
             runs.append(row)
             log(f"  {v} seed {seed}: " + ", ".join(f"{k} {row['metrics'][k]:.4g}" for k in _ABLATION_KEYS
                                                       if k in row["metrics"]))
@@ -177,18 +175,9 @@ def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, 
     result = {"runs": runs, "summary": summary, "settings": dict(seeds=list(seeds), steps=steps, batch=batch,
                                                                  generator=ABLATION_GENERATOR, disc=disc,
                                                                  n_eval=n_eval, images=images)}
-    _write_text(os.path.join(out, "ablation.json"), json.dumps(result, indent=1))
-    _write_text(os.path.join(out, "ablation.md"), ablation_table(summary, len(seeds)))
+    atomic_write_text(os.path.join(out, "ablation.json"), json.dumps(result, indent=1))
+    atomic_write_text(os.path.join(out, "ablation.md"), ablation_table(summary, len(seeds)))
     return result
-
-
-def _write_text(path: str, text: str) -> str:
-    from .io import atomic_write
-
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    return atomic_write(path, write)
 
 
 _ABLATION_KEYS = ("fid", "precision", "recall", "density", "coverage", "modes_covered", "modes_covered_at_threshold",

@@ -426,7 +426,7 @@ def read_state(dest) -> dict:
 
 
 def _record(dest: str, rel: str, **rec):
-    from .io import atomic_write
+    from .io import atomic_write_text
 
     rec = {k: v for k, v in rec.items() if v is not None}
     rec["recorded"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -434,10 +434,8 @@ def _record(dest: str, rel: str, **rec):
         files = read_state(dest)
         files[rel] = rec
 
-        def write(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"state_version": 1, "files": files}, f, indent=1, sort_keys=True)
-        atomic_write(_state_path(dest), write)
+        atomic_write_text(_state_path(dest), json.dumps({"state_version": 1, "files": files}, indent=1,
+                                                        sort_keys=True))
 
 
 def _expected_sha(entry: Entry, dest: str, rel: str) -> tuple[str | None, str]:

@@ -324,7 +324,7 @@ def train_classifier(cfg: ClassifierTrainConfig = ClassifierTrainConfig(),
         info = {"train": asdict(cfg), "heldout_accuracy": acc, "heldout_seed": cfg.check_seed,
                 "heldout_images": cfg.check_images}
         log(f"held-out accuracy {100 * acc:.2f}% on {cfg.check_images} images of shapes seed {cfg.check_seed}; "
-            f"{time.perf_counter() - t0:.0f} s in all (data included)")
+            f"training {train_s:.0f} s, {time.perf_counter() - t0:.0f} s in all (data included)")
         return model, info
     finally:
         torch.set_num_threads(threads)

@@ -33,7 +33,7 @@ def add_eval_command(sub) -> None:
 def cmd_eval(a) -> int:
     from .. import cli as top
     from ..errors import InputError
-    from ..io import atomic_write
+    from ..io import atomic_write_text
     from .evaluate import K_DC, MIN_N, evaluate_images, evaluate_model, format_table, load_image_folder
 
     if a.n is not None and a.n < MIN_N:
@@ -60,11 +60,6 @@ def cmd_eval(a) -> int:
         result = evaluate_model(path, n=5000 if a.n is None else a.n, seed=a.seed, batch=a.batch, device=device, **kw)
     print(format_table(result))
     if a.json:
-        text = json.dumps(result, indent=1)
-
-        def write(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
-        atomic_write(a.json, write)
+        atomic_write_text(a.json, json.dumps(result, indent=1) + "\n")
         print(f"wrote {a.json}")
     return 0

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 
 from ..errors import CheckpointError
-from ..io import atomic_write
+from ..io import atomic_write, atomic_write_text
 
 AE_LOG_COLUMNS = ("step", "loss", "rec", "perceptual", "kl", "codebook", "g_adv", "d_weight", "d_loss", "lr",
                   "seconds")
@@ -53,12 +53,7 @@ def write_log(path: str, rows: list[dict], columns=LOG_COLUMNS) -> str:
     w.writeheader()
     for r in rows:
         w.writerow({k: _cell(r.get(k)) for k in columns})
-    data = buf.getvalue()
-
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(data)
-    return atomic_write(path, write)
+    return atomic_write_text(path, buf.getvalue())
 
 
 def append_log(path: str, row: dict, columns=LOG_COLUMNS) -> None:
