@@ -114,6 +114,43 @@ def count_flops(config: ModelConfig, fast: bool | FastOptions = False) -> dict[s
     return out
 
 
+# -- the machine's matrix peak (CPU) ------------------------------------------------------------------------
+def cpu_gemm_tflops(dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 3) -> float | None:
+    """Measured matrix-multiply throughput of this CPU (TFLOP/s, best of `reps` n x n x n products with the
+    current thread count): the practical ceiling for convolution-bound inference. None if `dtype` fails."""
+    try:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        torch.mm(a, b)  # warm-up (thread pool, packing buffers)
+        best = min(_time_once(lambda: torch.mm(a, b), "cpu")[0] for _ in range(reps))
+    except RuntimeError:
+        return None
+    return 2 * n ** 3 / best / 1e12
+
+
+def roofline_lines(rows: list[dict], peak_fp32: float | None) -> list[str]:
+    """For each CPU target the float32 fast path misses: how close the reference path already is to the
+    measured fp32 matrix peak, and what fraction of it the target would need (work = reference FLOPs)."""
+    out = []
+    if not peak_fp32:
+        return out
+    for dev, arch, B, part, path, need in TARGETS:
+        get = lambda p: next((r for r in rows if (r["arch"], r["batch"], r["part"], r["path"]) == (arch, B, part, p)
+                              and "tflops" in r), None)  # noqa: E731
+        ref, fast = get("ref"), get(path)
+        if dev != "cpu" or ref is None or fast is None or fast.get("speedup_vs_ref", need) >= need:
+            continue
+        # medians, as the speed-ups use: work per batch / median time (work = the reference FLOP count)
+        tf = lambda r: r["tflops"] * r["ms_mean"] / r["ms_median"]  # noqa: E731
+        need_tf = tf(ref) * need
+        out.append(f"roofline {arch} B={B} {part}: this CPU's fp32 matmul peak is {peak_fp32:.3f} TFLOP/s; "
+                   f"reference path {tf(ref):.3f} ({tf(ref) / peak_fp32:.0%}), {path} path {tf(fast):.3f} "
+                   f"({tf(fast) / peak_fp32:.0%}); {need}x in float32 needs {need_tf:.3f} TFLOP/s = "
+                   f"{need_tf / peak_fp32:.0%} of the peak end to end, norms and activations included"
+                   + (" (above the peak: only fewer FLOPs or lower precision can reach it)"
+                      if need_tf > peak_fp32 else ""))
+    return out
+
+
 # -- timing -----------------------------------------------------------------------------------------------
 def _time_once(fn, device) -> tuple[float, object]:
     """Seconds for one call (CUDA events on GPU), and the call's result."""
@@ -252,9 +289,15 @@ def _fmt_row(r: dict) -> str:
     return s
 
 
+def pct(r: dict) -> str:
+    """% of the matrix peak: the GPU's bf16 peak (CUDA) or this CPU's measured fp32 matmul peak."""
+    v = r.get("fraction_of_bf16_peak", r.get("fraction_of_fp32_matmul_peak"))
+    return "" if v is None else f"{100 * v:.0f}%"
+
+
 def table(rows: list[dict]) -> str:
     head = ("| arch | batch | part | path | ms/batch (mean) | median | img/s | vs ref | max abs diff | PSNR dB "
-            "| GFLOP/img | TFLOP/s | peak MiB |")
+            "| GFLOP/img | TFLOP/s | % peak | peak MiB |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
         f = lambda k, fmt: (fmt.format(r[k]) if r.get(k) is not None else "")  # noqa: E731
@@ -262,7 +305,7 @@ def table(rows: list[dict]) -> str:
             r["arch"], str(r["batch"]), r["part"], r["path"], f("ms_mean", "{:.1f}"), f("ms_median", "{:.1f}"),
             f("images_per_s", "{:.2f}"), f("speedup_vs_ref", "{:.2f}x"), f("max_abs_diff_vs_ref", "{:.1e}"),
             f("psnr_vs_ref_db", "{:.1f}"), f("gflop_per_image", "{:.1f}"), f("tflops", "{:.3f}"),
-            f("peak_mem_mb_e2e", "{:.0f}")]) + " |")
+            pct(r), f("peak_mem_mb_e2e", "{:.0f}")]) + " |")
     return "\n".join(lines)
 
 
@@ -364,6 +407,14 @@ def main(argv=None) -> int:
                     print(f"# {arch} B={B} {p}: peak RSS growth, one end-to-end batch: "
                           + (f"{peak:.0f} MiB" if peak is not None else "n/a"))
         rows += arch_rows
+    if not cuda and not a.memory_only:
+        info["cpu_matmul_tflops"] = {"fp32": cpu_gemm_tflops(torch.float32), "bf16": cpu_gemm_tflops(torch.bfloat16)}
+        peak32 = info["cpu_matmul_tflops"]["fp32"]
+        print(f"# this CPU's measured matmul peak (2048^3, {info['threads']} threads): fp32 {peak32:.3f} TFLOP/s, "
+              "bf16 " + (f"{info['cpu_matmul_tflops']['bf16']:.3f}" if info["cpu_matmul_tflops"]["bf16"] else "n/a")
+              + " TFLOP/s")
+        for r in [r for r in rows if "tflops" in r]:
+            r["fraction_of_fp32_matmul_peak"] = r["tflops"] / peak32
     peak_tf = a.peak_tflops
     if cuda and peak_tf is None:
         peak_tf = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in info.get("gpu", "")), None)
@@ -376,6 +427,8 @@ def main(argv=None) -> int:
     print(table(rows))
     targets = target_lines(rows, device)
     print()
+    if not cuda and not a.memory_only:
+        targets += roofline_lines(rows, info["cpu_matmul_tflops"]["fp32"])
     for line in targets:
         print(line)
     if not cuda:

@@ -122,7 +122,7 @@ def configure(model, opts: FastOptions, device: torch.device | None = None) -> N
             m.attn_impl = "sdpa" if opts.sdpa else "ref"
         elif isinstance(m, ae_mod.Upsample):
             m.impl = "conv" if opts.upsample_conv else "ref"
-        elif isinstance(m, ae_mod.ResnetBlock):
+        if isinstance(m, (ae_mod.ResnetBlock, g_mod.ResBlock)):
             m.inplace = bool(opts.inplace)
     gen, ae = getattr(model, "generator", None), getattr(model, "autoencoder", None)
     if gen is None and ae is None:  # a bare network

@@ -57,15 +57,21 @@ class AdaGN(nn.Module):
         gamma, beta = self.style(zemb)[:, :, None, None].chunk(2, dim=1)
         return gamma * F.group_norm(x, self.num_groups, eps=1e-6) + beta
 
+    def forward_silu_(self, x, zemb):  # no-grad fast path: SiLU(AdaGN(x)) with one fused multiply-add, in place
+        gamma, beta = self.style(zemb)[:, :, None, None].chunk(2, dim=1)
+        return F.silu(torch.addcmul(beta, gamma, F.group_norm(x, self.num_groups, eps=1e-6)), inplace=True)
+
 
 class ResBlock(nn.Module):
     """BigGAN-style residual block with AdaGN, optional FIR up/down-sampling of both paths.
 
-    ``fir_impl``: "ref" (upfirdn2d) or "conv" (strided / transposed depthwise convs); set by
-    ``lddgan_core.fast.configure``.
+    ``fir_impl``: "ref" (upfirdn2d) or "conv" (strided / transposed depthwise convs); ``inplace``: when no
+    gradient is recorded, fused AdaGN multiply-adds and in-place SiLU / bias / residual ops (fewer passes over
+    memory); both set by ``lddgan_core.fast.configure``.
     """
 
     fir_impl = "ref"
+    inplace = False
 
     def __init__(self, in_ch: int, out_ch: int, temb_dim: int, z_dim: int, fir_kernel, resample: str | None = None,
                  dropout: float = 0.0, skip_rescale: bool = True):
@@ -82,7 +88,8 @@ class ResBlock(nn.Module):
         self.register_buffer("fir", make_fir_kernel(fir_kernel), persistent=False)
 
     def forward(self, x, temb, zemb):  # [B, Cin, H, W] -> [B, Cout, H', W']
-        h = F.silu(self.norm0(x, zemb))
+        fused = self.inplace and not torch.is_grad_enabled() and not self.training
+        h = self.norm0.forward_silu_(x, zemb) if fused else F.silu(self.norm0(x, zemb))
         if self.resample is not None:
             fast = self.fir_impl == "conv"
             if self.resample == "up":
@@ -92,6 +99,10 @@ class ResBlock(nn.Module):
                 down = fir_downsample2x_conv if fast else fir_downsample2x
                 h, x = down(h, self.fir), down(x, self.fir)
         h = self.conv0(h)
+        if fused:
+            h = self.conv1(self.norm1.forward_silu_(h.add_(self.temb_proj(F.silu(temb))[:, :, None, None]), zemb))
+            h = h.add_(x if self.skip is None else self.skip(x))
+            return h.div_(_SQRT2) if self.skip_rescale else h
         h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
         h = F.silu(self.norm1(h, zemb))
         h = self.conv1(self.dropout(h))

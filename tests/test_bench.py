@@ -59,6 +59,9 @@ def test_bench_cli_smoke(tmp_path, capsys):
     assert doc["machine"]["torch"] == torch.__version__ and doc["machine"]["threads"] == 1
     text = capsys.readouterr().out
     assert "| arch | batch | part | path |" in text and "no GPU" in text
+    assert doc["machine"]["cpu_matmul_tflops"]["fp32"] > 0
+    assert all(r["fraction_of_fp32_matmul_peak"] == pytest.approx(r["tflops"] / doc["machine"]["cpu_matmul_tflops"]
+                                                                  ["fp32"]) for r in rows)
 
 
 def test_bench_rejects_unknown_arch():
@@ -91,6 +94,25 @@ def test_target_report():
     assert "1.60x (met" in lines[0] and "1.40x (NOT met" in lines[1] and "PSNR 50.0" in lines[1]
     assert "lsun256" in lines[2] and "NOT met" in lines[2]
     assert bench.target_lines(rows, "cuda") == []
+
+
+def test_roofline_report():
+    # reference: 0.2 TFLOP/s on the median; fast only 1.2x. 1.5x needs 0.3 TFLOP/s = 75% of a 0.4 peak
+    rows = [dict(arch="cifar10", batch=8, part="e2e", path="ref", tflops=0.2, ms_mean=100.0, ms_median=100.0),
+            dict(arch="cifar10", batch=8, part="e2e", path="fast", tflops=0.24, ms_mean=83.3, ms_median=83.3,
+                 speedup_vs_ref=1.2)]
+    (line,) = bench.roofline_lines(rows, 0.4)
+    assert "peak is 0.400" in line and "reference path 0.200 (50%)" in line and "fast path 0.240 (60%)" in line
+    assert "needs 0.300 TFLOP/s = 75%" in line
+    rows[0]["ms_median"] = 50.0  # medians decide: the reference did its work at 0.4 TFLOP/s -> 1.5x needs 150%
+    assert "needs 0.600 TFLOP/s = 150%" in bench.roofline_lines(rows, 0.4)[0]
+    rows[1]["speedup_vs_ref"] = 1.6  # target met: nothing to explain
+    assert bench.roofline_lines(rows, 0.4) == [] and bench.roofline_lines(rows, None) == []
+
+
+def test_cpu_matmul_peak_is_measured():
+    tf = bench.cpu_gemm_tflops(torch.float32, n=256, reps=2)
+    assert tf is not None and 1e-4 < tf < 100  # TFLOP/s of a real product on this CPU
 
 
 def test_psnr():
