@@ -166,6 +166,18 @@ def _time_once(fn, device) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] as the 8-bit values a PNG would store."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def batch_invariance(in_batch: torch.Tensor, alone: torch.Tensor) -> dict:
+    """The same seed's image made inside a batch and alone: max abs difference, and the fraction of 8-bit
+    values that differ (the project promises the same image whatever the batch size)."""
+    return {"batch_invariance_max_diff": float((in_batch - alone).abs().max()),
+            "batch_invariance_8bit_changed": float((to_uint8(in_batch) != to_uint8(alone)).float().mean())}
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of images in [-1, 1] (peak-to-peak 2), after clamping both."""
     mse = float(((a.clamp(-1, 1) - b.clamp(-1, 1)).double() ** 2).mean())
@@ -200,6 +212,9 @@ def bench_arch(arch: str, batches, paths, device, reps: int, warmup: int, parts=
                 row = dict(arch=arch, batch=B, part=part, path=p, reps=len(ts), ms_mean=1e3 * statistics.mean(ts),
                            ms_median=1e3 * statistics.median(ts), ms_min=1e3 * min(ts),
                            images_per_s=B / statistics.mean(ts))
+                if part == "e2e" and B > 1:  # does image 0 depend on the batch it was made in?
+                    alone = models[p].decode(models[p].sample(seeds=[0])).float()
+                    row.update(batch_invariance(outs[p][:1].float(), alone))
                 if "ref" in times:
                     row["speedup_vs_ref"] = statistics.median(times["ref"]) / statistics.median(ts)
                     d = (outs[p].float() - outs["ref"].float()).abs().max()
@@ -286,6 +301,9 @@ def _fmt_row(r: dict) -> str:
         s += f"  x{r['speedup_vs_ref']:.2f} vs ref  max|d| {r['max_abs_diff_vs_ref']:.2e}"
         if "psnr_vs_ref_db" in r:
             s += f"  PSNR {r['psnr_vs_ref_db']:.1f} dB"
+    if "batch_invariance_max_diff" in r:
+        s += (f"  batch-vs-alone max|d| {r['batch_invariance_max_diff']:.1e} "
+              f"({100 * r['batch_invariance_8bit_changed']:.2f}% of 8-bit values)")
     return s
 
 
@@ -297,7 +315,7 @@ def pct(r: dict) -> str:
 
 def table(rows: list[dict]) -> str:
     head = ("| arch | batch | part | path | ms/batch (mean) | median | img/s | vs ref | max abs diff | PSNR dB "
-            "| GFLOP/img | TFLOP/s | % peak | peak MiB |")
+            "| GFLOP/img | TFLOP/s | % peak | peak MiB | batch vs alone: max diff, 8-bit changed |")
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for r in rows:
         f = lambda k, fmt: (fmt.format(r[k]) if r.get(k) is not None else "")  # noqa: E731
@@ -305,7 +323,9 @@ def table(rows: list[dict]) -> str:
             r["arch"], str(r["batch"]), r["part"], r["path"], f("ms_mean", "{:.1f}"), f("ms_median", "{:.1f}"),
             f("images_per_s", "{:.2f}"), f("speedup_vs_ref", "{:.2f}x"), f("max_abs_diff_vs_ref", "{:.1e}"),
             f("psnr_vs_ref_db", "{:.1f}"), f("gflop_per_image", "{:.1f}"), f("tflops", "{:.3f}"),
-            pct(r), f("peak_mem_mb_e2e", "{:.0f}")]) + " |")
+            pct(r), f("peak_mem_mb_e2e", "{:.0f}"),
+            (f"{r['batch_invariance_max_diff']:.1e}, {100 * r['batch_invariance_8bit_changed']:.2f}%"
+             if "batch_invariance_max_diff" in r else "")]) + " |")
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from . import runtime
+from .lib import decode_bytes_per_image
 
 log = logging.getLogger("lddgan")
 
@@ -24,15 +25,9 @@ def _dtype_size(model) -> int:
 
 
 def decode_bytes(model, h: int, w: int) -> int:
-    """Rough peak activation bytes to decode one latent of h x w: a few full-resolution feature maps of
-    the widest top level, plus the attention matrices of levels that have attention."""
-    a = model.config.autoencoder
-    f = a.downsample_factor
-    H, W = h * f, w * f
-    widest = max(a.ch * m * (H >> i) * (W >> i) for i, m in enumerate(a.ch_mult))
-    attn = sum(((H >> i) * (W >> i)) ** 2 for i in range(len(a.ch_mult)) if a.resolution >> i in a.attn_resolutions)
-    attn += ((H >> (len(a.ch_mult) - 1)) * (W >> (len(a.ch_mult) - 1))) ** 2  # the middle block's attention
-    return (6 * widest + 2 * attn) * max(4, _dtype_size(model))
+    """Peak activation bytes to decode one latent of h x w: the library's estimate (calibrated against
+    measured peaks, ``lddgan_core.fast.decode_bytes_per_image``), counted in float32."""
+    return decode_bytes_per_image(model.config.autoencoder, h, w, max(4, _dtype_size(model)))
 
 
 def encode_bytes(model, H: int, W: int) -> int:

@@ -14,10 +14,12 @@ from importlib import import_module
 _cli = import_module(L.__name__ + ".cli")
 _sampling = import_module(L.__name__ + ".sampling")
 _io = import_module(L.__name__ + ".io")
+_fast = import_module(L.__name__ + ".fast")
 
 default_model_path = _cli.default_model_path
 start_step_for = _sampling.start_step_for
 parse_dtype = _io.parse_dtype
 save_model = _io.save_model
+decode_bytes_per_image = _fast.decode_bytes_per_image
 
-__all__ = ["L", "default_model_path", "start_step_for", "parse_dtype", "save_model"]
+__all__ = ["L", "default_model_path", "start_step_for", "parse_dtype", "save_model", "decode_bytes_per_image"]

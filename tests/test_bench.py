@@ -55,6 +55,12 @@ def test_bench_cli_smoke(tmp_path, capsys):
             assert r["max_abs_diff_vs_ref"] <= 1e-4
         if r["path"] == "bf16" and r["part"] == "decode":
             assert 40 <= r["psnr_vs_ref_db"] < 150
+        if r["part"] == "e2e":  # image 0 made in a batch of 2 and alone
+            assert 0 <= r["batch_invariance_8bit_changed"] <= 1
+            if r["path"] in ("ref", "fast"):  # float32: the same image (to rounding)
+                assert r["batch_invariance_max_diff"] <= 1e-4 and r["batch_invariance_8bit_changed"] < 0.01
+        else:
+            assert "batch_invariance_max_diff" not in r
     assert doc["flops_per_image"]["default"]["reference"]["total"] > 0
     assert doc["machine"]["torch"] == torch.__version__ and doc["machine"]["threads"] == 1
     text = capsys.readouterr().out
@@ -113,6 +119,15 @@ def test_roofline_report():
 def test_cpu_matmul_peak_is_measured():
     tf = bench.cpu_gemm_tflops(torch.float32, n=256, reps=2)
     assert tf is not None and 1e-4 < tf < 100  # TFLOP/s of a real product on this CPU
+
+
+def test_batch_invariance_figures():
+    a = torch.zeros(1, 3, 2, 2)
+    b = a.clone()
+    b[0, 0, 0, 0] = 0.01  # 1.275 8-bit levels: one of 12 values changes
+    r = bench.batch_invariance(a, b)
+    assert r["batch_invariance_max_diff"] == pytest.approx(0.01) and r["batch_invariance_8bit_changed"] == pytest.approx(1 / 12)
+    assert bench.batch_invariance(a, a) == {"batch_invariance_max_diff": 0.0, "batch_invariance_8bit_changed": 0.0}
 
 
 def test_psnr():

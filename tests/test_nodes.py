@@ -356,6 +356,8 @@ def test_out_of_memory_at_one_sample_and_other_errors_are_raised():
 def test_memory_estimates_grow_with_size(shipped):
     for fn in (chunks.decode_bytes, chunks.sample_bytes):
         assert 0 < fn(shipped, 8, 8) < fn(shipped, 16, 16) < fn(shipped, 32, 32)
+    from lddgan_core.fast import decode_bytes_per_image  # one estimator: the library's, in float32
+    assert chunks.decode_bytes(shipped, 8, 8) == decode_bytes_per_image(shipped.config.autoencoder, 8, 8, 4)
 
 
 # -- encode / decode ------------------------------------------------------------------------------------------------
