@@ -64,6 +64,7 @@ PATHS = {
     "bf16dec": FastOptions(autocast="bf16", generator_fp32=True),  # bf16 decoder, fp32 generator
     "bf16gen": FastOptions(autocast="bf16", generator_fp32=False),  # bf16 generator also for VQ models
     "fp16": FastOptions(autocast="fp16"),
+    "compile": FastOptions(compile=True),  # float32 fast path + torch.compile (inductor; compiles in the warm-up)
     "max": FastOptions(autocast="bf16", compile=True, cuda_graphs=True),
 }
 PARTS = ("sample", "decode", "e2e")
@@ -149,6 +150,42 @@ def roofline_lines(rows: list[dict], peak_fp32: float | None) -> list[str]:
                    + (" (above the peak: only fewer FLOPs or lower precision can reach it)"
                       if need_tf > peak_fp32 else ""))
     return out
+
+
+# -- where the time goes ---------------------------------------------------------------------------------
+MATMUL_OPS = ("conv", "addmm", "aten::mm", "bmm", "scaled_dot_product")  # ops that do the counted FLOPs
+
+
+def profile_e2e(arch: str, batch: int, path: str, device="cpu", top: int = 12) -> dict:
+    """torch.profiler over one end-to-end batch (after a warm-up): the share of time in convolutions and in
+    all matrix ops (convs, matmuls, attention), their achieved TFLOP/s (the path's counted FLOPs over that
+    time), and the top ops by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    m = build(arch, device).set_fast(PATHS[path])
+    run = lambda: m.decode(m.sample(batch_size=batch, seed=0))  # noqa: E731
+    run()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        run()
+    cuda = torch.device(device).type == "cuda"
+    events = [e for e in prof.key_averages() if not e.key.startswith("ProfilerStep")]
+    self_us = lambda e: e.self_device_time_total if cuda else e.self_cpu_time_total  # noqa: E731
+    total = sum(self_us(e) for e in events)
+    conv = sum(self_us(e) for e in events if "conv" in e.key)
+    mat = sum(self_us(e) for e in events if any(k in e.key for k in MATMUL_OPS))
+    flops = count_flops(m.config, PATHS[path])["total"] * batch
+    return {"arch": arch, "batch": batch, "path": path, "total_ms": total / 1e3, "conv_share": conv / total,
+            "matmul_share": mat / total, "matmul_tflops": flops / (mat / 1e6) / 1e12 if mat else None,
+            "top": [(e.key, self_us(e) / 1e3, e.count) for e in sorted(events, key=self_us, reverse=True)[:top]]}
+
+
+def _fmt_profile(p: dict) -> str:
+    lines = [f"# profile {p['arch']} B={p['batch']} {p['path']}: {p['total_ms']:.1f} ms of op self time; "
+             f"convolutions {p['conv_share']:.0%}, all matrix ops {p['matmul_share']:.0%} at "
+             + (f"{p['matmul_tflops']:.3f} TFLOP/s" if p["matmul_tflops"] else "n/a")]
+    lines += [f"#   {ms:9.1f} ms  {n:5d} calls  {name}" for name, ms, n in p["top"]]
+    return "\n".join(lines)
 
 
 # -- timing -----------------------------------------------------------------------------------------------
@@ -359,7 +396,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto")
     ap.add_argument("--paths", default=None,
                     help="comma list of ref, fast, bf16, bf16dec (generator fp32), bf16gen (generator bf16 also "
-                         "for VQ), fp16, max (default: ref,fast,bf16)")
+                         "for VQ), fp16, compile (fast + torch.compile), max (default: ref,fast,bf16)")
     ap.add_argument("--parts", default="sample,decode,e2e")
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per path (default: CPU 3, CUDA 10)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: CPU 1, CUDA 3)")
@@ -367,6 +404,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     ap.add_argument("--memory-only", action="store_true", help="CPU: only the peak-memory measurement, no timing")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the GPU's bf16 matrix peak, for the %% column")
+    ap.add_argument("--profile", action="store_true",
+                    help="instead of timing: torch.profiler over one end-to-end batch per path (time shares, "
+                         "throughput of the matrix ops, top ops)")
     ap.add_argument("--json", default=None, help="write all results to this JSON file")
     ap.add_argument("--_peak", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -391,6 +431,18 @@ def main(argv=None) -> int:
     reps = a.reps if a.reps is not None else (10 if cuda else 3)
     warmup = a.warmup if a.warmup is not None else (3 if cuda else 1)
 
+    if a.profile:
+        profiles = []
+        for arch in archs:
+            for B in batches:
+                for p in paths:
+                    profiles.append(profile_e2e(arch, B, p, device))
+                    print(_fmt_profile(profiles[-1]), flush=True)
+        if a.json:
+            from .io import atomic_write_text
+
+            atomic_write_text(a.json, json.dumps({"machine": machine_info(device), "profiles": profiles}, indent=1))
+        return 0
     info = machine_info(device)
     print(f"# {info.get('gpu') or info['cpu']} | torch {info['torch']} | {info['threads']} threads | "
           f"device {device} | reps {reps}, warm-up {warmup}")

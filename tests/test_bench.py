@@ -130,6 +130,24 @@ def test_batch_invariance_figures():
     assert bench.batch_invariance(a, a) == {"batch_invariance_max_diff": 0.0, "batch_invariance_8bit_changed": 0.0}
 
 
+def test_profile_run(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    n = torch.get_num_threads()
+    try:
+        assert bench.main(["--arch", "default", "--batch", "2", "--paths", "ref,fast", "--threads", "1", "--profile",
+                           "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(n)
+    profs = json.loads(out.read_text())["profiles"]
+    assert [(p["path"], p["batch"]) for p in profs] == [("ref", 2), ("fast", 2)]
+    for p in profs:
+        assert 0 < p["conv_share"] <= p["matmul_share"] <= 1 and p["matmul_tflops"] > 0 and p["total_ms"] > 0
+        names = [t[0] for t in p["top"]]
+        assert any("conv" in k for k in names) and len(names) <= 12
+    text = capsys.readouterr().out
+    assert "# profile default B=2 ref:" in text and "convolutions" in text
+
+
 def test_psnr():
     a = torch.zeros(1, 3, 4, 4)
     assert bench.psnr(a, a) == float("inf")
