@@ -15,6 +15,13 @@ from .diffusion import DiffusionCoefficients, PosteriorCoefficients, posterior_s
 from .errors import InputError
 
 
+def torch_seed(seed) -> int:
+    """`seed` as torch.manual_seed takes it: itself inside torch's range [-2^63, 2^64), else folded mod 2^64, so
+    any integer seed (ComfyUI's go up to 2^64 - 1; seed + b and derived seeds go past it) gives a generator."""
+    s = int(seed)
+    return s if -(2 ** 63) <= s < 2 ** 64 else s % 2 ** 64
+
+
 class NoiseSource:
     """Supplies x_T / per-step z and noise in the official draw order.
 
@@ -26,7 +33,7 @@ class NoiseSource:
     def __init__(self, shape: Sequence[int], nz: int, seeds: Sequence[int] | None = None,
                  x_T=None, step_z=None, step_noise=None):
         self.shape, self.nz = tuple(shape), nz
-        self.gens = None if seeds is None else [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.gens = None if seeds is None else [torch.Generator().manual_seed(torch_seed(s)) for s in seeds]
         self.x_T, self.step_z, self.step_noise = x_T, step_z, step_noise
         if self.gens is None and (x_T is None or step_z is None or step_noise is None):
             raise InputError("sample: give seeds (or seed), or all of x_T, step_z and step_noise")

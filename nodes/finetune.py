@@ -20,9 +20,7 @@ log = logging.getLogger("lddgan")
 # so only the square-crop-and-resize of Encode's modes applies; never stretched.
 FIT_MODES = ["crop and resize to model size", "error"]
 REC_SCHEDULES = ["sigmoid", "constant", "linear", "cosine", "off"]
-# The library seeds augmentation copy k of chunk c with (seed * 1000003 + c) * 1000003 + k, which must stay
-# below 2^64 (torch.manual_seed); 2^25 already overflows (a library limit, reported).
-MAX_SEED = 2 ** 24 - 1
+MAX_SEED = 0xFFFFFFFFFFFFFFFF  # ComfyUI's seed range; the library folds every derived seed into 64 bits
 PREVIEWS = 20  # progress-bar previews per run
 
 

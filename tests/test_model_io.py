@@ -190,6 +190,19 @@ def test_seeded_sampling_follows_official_draw_protocol(tiny_model, seed):
     assert torch.equal(m.sample(seeds=[seed]), explicit)
 
 
+def test_any_integer_seed(tiny_model):
+    """ComfyUI seeds reach 2^64 - 1, so seed + b passes torch's range: such seeds fold mod 2^64; seeds torch
+    accepts are used as they are (negative ones too)."""
+    from lddgan_core.sampling import torch_seed
+
+    assert [torch_seed(s) for s in (0, 2 ** 64 - 1, -1, -(2 ** 63))] == [0, 2 ** 64 - 1, -1, -(2 ** 63)]
+    assert torch_seed(2 ** 64) == 0 and torch_seed(2 ** 64 + 5) == 5 and torch_seed(-(2 ** 63) - 1) == 2 ** 63 - 1
+    m = tiny_model
+    top = m.sample(batch_size=3, seed=2 ** 64 - 2)  # seeds 2^64-2, 2^64-1, 2^64 (= 0)
+    torch.testing.assert_close(top[2:], m.sample(seeds=[0]), rtol=0, atol=3e-5)
+    torch.testing.assert_close(top[:1], m.sample(seeds=[2 ** 64 - 2]), rtol=0, atol=3e-5)
+
+
 def test_seeded_sampling_leaves_global_rng_alone(tiny_model):
     state = torch.random.get_rng_state()
     tiny_model.sample(batch_size=2, seed=1)

@@ -92,6 +92,9 @@ def test_augment_is_seeded_and_keeps_the_original():
     assert torch.equal(a, augment(x, Augment(copies=3), seed=5))
     assert not torch.allclose(a[3:], augment(x, Augment(copies=3), seed=6)[3:])
     assert (a[3:] - x.repeat(2, 1, 1, 1)).abs().mean() > 0.01 and a.min() >= -1 and a.max() <= 1
+    for big in (2 ** 25, 2 ** 64 - 1, (2 ** 64 - 1) * 1_000_003 + 7):  # ComfyUI seeds, and seeds derived from them
+        b = augment(x, Augment(copies=2), seed=big)
+        assert torch.equal(b, augment(x, Augment(copies=2), seed=big)) and not torch.equal(b[3:], a[3:6])
     flip_only = augment(x, Augment(copies=8, translate=0.0, jitter=0.0), seed=0)
     for k in range(1, 8):  # every copy is the image or its mirror
         c = flip_only[3 * k: 3 * k + 3]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from ..sampling import torch_seed
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -135,8 +136,8 @@ class Augment:
 
 def augment(images: torch.Tensor, aug: Augment, seed: int) -> torch.Tensor:
     """[N, 3, H, W] -> [N * copies, 3, H, W] (copy-major: rows k*N .. k*N+N-1 are copy k); copy 0 is the
-    input. Copy k draws its random parameters from torch's RNG seeded with (seed, k), inside fork_rng so the
-    caller's global RNG is untouched."""
+    input. Copy k draws its random parameters from torch's RNG seeded with seed * 1000003 + k (folded into 64 bits
+    when larger: ``sampling.torch_seed``), inside fork_rng so the caller's global RNG is untouched."""
     import kornia.augmentation as K
 
     ops = []
@@ -154,7 +155,7 @@ def augment(images: torch.Tensor, aug: Augment, seed: int) -> torch.Tensor:
     pipe = K.AugmentationSequential(*ops)
     for k in range(1, aug.copies):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed * 1000003 + k)
+            torch.manual_seed(torch_seed(seed * 1000003 + k))
             x01 = pipe((images.float() + 1) / 2)  # kornia's colour ops work on [0, 1]
         out.append((x01.clamp(0, 1) * 2 - 1).to(images.dtype))
     return torch.cat(out)

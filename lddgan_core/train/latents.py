@@ -15,6 +15,7 @@ import torch
 
 from ..errors import CheckpointError, InputError
 from ..io import atomic_write
+from ..sampling import torch_seed
 
 CACHE_FORMAT = "lddgan-latents"
 
@@ -185,7 +186,7 @@ def estimate_scale_factor(lat: LatentSet, quantile: float = 0.999, max_values: i
     (The official values are 105 for the CIFAR-10 KL-f2 "free" latent, 6 and 60 for VQ-f4 and KL-f8.)"""
     if len(lat) == 0:
         raise InputError("estimate_scale_factor: no latents")
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(torch_seed(seed))
     x = lat.mean
     if lat.std is not None:
         x = x + lat.std * torch.randn(x.shape, generator=g)

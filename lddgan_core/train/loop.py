@@ -12,6 +12,7 @@ import torch
 
 from ..images import make_grid, save_png
 from ..plots import loss_curve
+from ..sampling import torch_seed
 from . import dist as tdist
 from .files import RunPaths, append_log, write_log
 from .trainer import save_state
@@ -53,7 +54,7 @@ class _Averager:
 
 
 def sample_seeds(trainer) -> list[int]:
-    return [trainer.cfg.seed * 1000 + i for i in range(trainer.cfg.num_samples)]
+    return [torch_seed(trainer.cfg.seed * 1000 + i) for i in range(trainer.cfg.num_samples)]
 
 
 def fit(trainer, paths: RunPaths | None = None, *, progress: ProgressFn | None = None,
