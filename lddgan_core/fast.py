@@ -12,7 +12,8 @@ Pieces (fields of ``FastOptions``):
 * ``sdpa``: ``F.scaled_dot_product_attention`` in the generator's and the autoencoder's attention blocks.
 * ``upsample_conv``: the decoder's nearest-2x upsampling + 3x3 conv as one stride-2 transposed conv with a
   4x4 kernel (4/9 of the MACs of the largest decoder convs; ``ops.upsample_conv2x``).
-* ``inplace``: SiLU and residual adds of the autoencoder's ResNet blocks reuse memory (no-grad only).
+* ``inplace``: SiLU and residual adds of the autoencoder's ResNet blocks reuse memory; the generator's blocks
+  fuse each AdaGN into one multiply-add and do SiLU, bias and residual ops in place (no-grad, eval mode only).
 * ``channels_last``: NHWC memory format (None: the autoencoder always; the generator on CUDA only, where
   NHWC is the layout tensor-core convolutions want; on CPU its small feature maps gained nothing).
 * ``precompute``: step tensors, time embeddings and posterior coefficients on the device made once before
@@ -49,7 +50,7 @@ class FastOptions:
     fir: bool = True  # FIR up/down-sampling as strided / transposed depthwise convs
     sdpa: bool = True  # scaled_dot_product_attention in both networks
     upsample_conv: bool = True  # decoder: nearest-2x + 3x3 conv as one 4x4 stride-2 transposed conv
-    inplace: bool = True  # autoencoder ResNet blocks: in-place SiLU / residual add when no grad is recorded
+    inplace: bool = True  # ResNet blocks of both networks: fused / in-place ops when no grad is recorded
     channels_last: bool | None = None  # None: autoencoder always, generator on CUDA only
     precompute: bool = True  # step tensors, time embeddings, posterior coefficients on device: once per run
     inference_mode: bool = True  # torch.inference_mode instead of no_grad (outputs cloned to normal tensors)

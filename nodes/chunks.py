@@ -26,7 +26,9 @@ def _dtype_size(model) -> int:
 
 def decode_bytes(model, h: int, w: int) -> int:
     """Peak activation bytes to decode one latent of h x w: the library's estimate (calibrated against
-    measured peaks, ``lddgan_core.fast.decode_bytes_per_image``), counted in float32."""
+    measured peaks, ``lddgan_core.fast.decode_bytes_per_image``), counted in float32. It leaves out attention
+    matrices: the nodes run the fast path, whose fused attention never builds them (an out-of-memory retry
+    in ``run_chunked`` covers the rest)."""
     return decode_bytes_per_image(model.config.autoencoder, h, w, max(4, _dtype_size(model)))
 
 

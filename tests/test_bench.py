@@ -130,6 +130,20 @@ def test_batch_invariance_figures():
     assert bench.batch_invariance(a, a) == {"batch_invariance_max_diff": 0.0, "batch_invariance_8bit_changed": 0.0}
 
 
+def test_unknown_cpu_peak(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "cpu_gemm_tflops", lambda *a, **k: None)  # e.g. a dtype the CPU cannot multiply
+    out = tmp_path / "b.json"
+    n = torch.get_num_threads()
+    try:
+        assert bench.main(["--arch", "default", "--batch", "1", "--reps", "1", "--warmup", "0", "--no-memory",
+                           "--parts", "e2e", "--paths", "ref", "--threads", "1", "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(n)
+    doc = json.loads(out.read_text())
+    assert doc["machine"]["cpu_matmul_tflops"] == {"fp32": None, "bf16": None}
+    assert "fraction_of_fp32_matmul_peak" not in doc["results"][0] and "fp32 n/a" in capsys.readouterr().out
+
+
 def test_profile_run(tmp_path, capsys):
     out = tmp_path / "p.json"
     n = torch.get_num_threads()

@@ -162,3 +162,7 @@ def test_inplace_generator_block_matches_reference(resample, cin, cout, rescale)
     y = blk(x.requires_grad_(), temb, zemb)  # with gradients: the out-of-place form, so backward works
     y.sum().backward()
     assert calls == [1] and x.grad is not None and torch.isfinite(x.grad).all()
+    blk.dropout.p = 0.5
+    with torch.no_grad():  # training mode (dropout active) without gradients: the reference form too
+        blk.train()(x, temb, zemb)
+    assert calls == [1]
