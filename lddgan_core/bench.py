@@ -245,8 +245,8 @@ def bench_arch(arch: str, batches, paths, device, reps: int, warmup: int, parts=
         for part in parts:
             times = {p: [] for p in paths}
             outs = {}
-            for p in paths:  # warm-up (also the output compared between paths)
-                for _ in range(max(warmup, 1)):
+            for p in paths:  # warm-up (also the output compared between paths); compiled paths may compile twice
+                for _ in range(max(warmup, 2 if PATHS[p].compile else 1)):
                     _, outs[p] = _time_once(lambda: calls[part](models[p]), device)
             for _ in range(reps):
                 for p in paths:  # interleaved: a busy machine slows every path alike
