@@ -26,6 +26,9 @@ Pieces (fields of ``FastOptions``):
 * ``cudnn_benchmark``, ``compile`` (True or a torch.compile backend name), ``cuda_graphs`` (CUDA only: one
   captured graph per input shape for the generator and the decoder).
 * ``decode_chunk``: decode at most this many latents at once ("auto": sized from a memory budget, None: all).
+* ``decode_tile``: decode images in overlapping tiles of this many latent pixels ("auto": only images whose
+  decode alone is over the memory budget, None: never). Approximate (see ``decode_tiled``), so "auto" leaves
+  every image that fits the budget untouched.
 
 The float32 pieces agree with the reference to rounding (tests/test_fast*.py: <= 1e-5 per op, <= 1e-4 on
 images); half precision is reported as max abs error and PSNR against float32 by ``lddgan_core.bench``.
@@ -61,6 +64,8 @@ class FastOptions:
     compile: bool | str = False  # torch.compile generator and decoder (True: inductor, or a backend name)
     cuda_graphs: bool = False  # CUDA: capture generator / decoder once per input shape and replay
     decode_chunk: int | str | None = "auto"  # latents decoded at once: int, "auto" (memory budget) or None (all)
+    decode_tile: int | str | None = "auto"  # latent px per square tile: int, "auto" (only when one image is over
+    # the memory budget) or None (never). Tiles overlap by a quarter and are blended: an approximation
 
     def __post_init__(self):
         if self.autocast is not None and self.autocast not in _AUTOCAST:
@@ -71,6 +76,10 @@ class FastOptions:
         dc = self.decode_chunk
         if not (dc is None or dc == "auto" or (isinstance(dc, int) and not isinstance(dc, bool) and dc >= 1)):
             raise ConfigError(f"FastOptions.decode_chunk must be a positive int, 'auto' or None, got {dc!r}")
+        dt = self.decode_tile
+        if not (dt is None or dt == "auto" or (isinstance(dt, int) and not isinstance(dt, bool) and dt >= MIN_TILE)):
+            raise ConfigError(f"FastOptions.decode_tile must be an int >= {MIN_TILE} (latent pixels), 'auto' or "
+                              f"None, got {dt!r}")
         if not isinstance(self.compile, (bool, str)):
             raise ConfigError(f"FastOptions.compile must be a bool or a torch.compile backend name, "
                               f"got {self.compile!r}")
@@ -80,7 +89,7 @@ class FastOptions:
         """Every piece off: exactly the reference path."""
         return cls(fir=False, sdpa=False, upsample_conv=False, inplace=False, channels_last=False, precompute=False,
                    inference_mode=False, autocast=None, cudnn_benchmark=False, compile=False, cuda_graphs=False,
-                   decode_chunk=None)
+                   decode_chunk=None, decode_tile=None)
 
     @classmethod
     def preset(cls, name: str) -> "FastOptions":
@@ -206,8 +215,9 @@ def decode_bytes_per_image(ae_cfg, h: int, w: int, elem: int = 4) -> int:
     return est
 
 
-def decode_chunk_size(model, latents: torch.Tensor, opts: FastOptions, chunk_size: int | None = None) -> int:
-    """How many latents to decode at once."""
+def decode_chunk_size(model, latents: torch.Tensor, opts: FastOptions, chunk_size: int | None = None,
+                      tile: int | None = None) -> int:
+    """How many latents to decode at once (images decoded in tiles of `tile` latent pixels: sized per tile)."""
     B = latents.shape[0]
     if chunk_size is not None:
         return max(1, min(B, int(chunk_size)))
@@ -216,14 +226,89 @@ def decode_chunk_size(model, latents: torch.Tensor, opts: FastOptions, chunk_siz
     if opts.decode_chunk != "auto":
         return max(1, min(B, opts.decode_chunk))
     dev = latents.device
-    per = decode_bytes_per_image(model.autoencoder.cfg, latents.shape[2], latents.shape[3],
-                                 2 if autocast_dtype(opts, "decoder", dev) else 4)
-    if dev.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(dev)
-        budget = CUDA_DECODE_FRACTION * free
-    else:
-        budget = CPU_DECODE_BUDGET
-    return max(1, min(B, int(budget // per)))
+    h, w = latents.shape[2], latents.shape[3]
+    if tile is not None:  # tiled images: the memory of one tile's decode per image
+        h, w = min(h, tile), min(w, tile)
+    per = decode_bytes_per_image(model.autoencoder.cfg, h, w, 2 if autocast_dtype(opts, "decoder", dev) else 4)
+    return max(1, min(B, int(_decode_budget(dev) // per)))
+
+
+# -- tiled decoding (images too big to decode at once) ----------------------------------------------------------
+MIN_TILE = 8  # latent pixels
+
+
+def _decode_budget(device: torch.device) -> float:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return CUDA_DECODE_FRACTION * free
+    return CPU_DECODE_BUDGET
+
+
+def decode_tile_size(model, latents: torch.Tensor, opts: FastOptions, tile_size: int | None = None) -> int | None:
+    """Latent pixels per square tile, or None to decode whole images. "auto" tiles only when one image's
+    estimated decode memory is over the budget, with the largest tile (a multiple of 8) that fits it."""
+    h, w = latents.shape[2], latents.shape[3]
+    t = opts.decode_tile if tile_size is None else int(tile_size)
+    if t is None:
+        return None
+    if t == "auto":
+        cfg = model.autoencoder.cfg
+        elem = 2 if autocast_dtype(opts, "decoder", latents.device) else 4
+        budget = _decode_budget(latents.device)
+        if decode_bytes_per_image(cfg, h, w, elem) <= budget:
+            return None
+        t = MIN_TILE
+        while t + MIN_TILE < max(h, w) and decode_bytes_per_image(cfg, t + MIN_TILE, t + MIN_TILE, elem) <= budget:
+            t += MIN_TILE
+    return None if t >= h and t >= w else t
+
+
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of `tile` covering 0..n with at least `overlap` shared between neighbours
+    (the last tile ends at n)."""
+    if tile >= n:
+        return [0]
+    step = max(1, tile - overlap)
+    starts = list(range(0, n - tile, step)) + [n - tile]
+    return sorted(set(starts))
+
+
+def _ramp(length: int, ramp: int, rise: bool, fall: bool) -> torch.Tensor:
+    """Blend weights along one axis of a tile: linear over `ramp` pixels at each side that has a neighbour."""
+    i = torch.arange(length, dtype=torch.float32) + 0.5
+    w = torch.ones(length)
+    if rise:
+        w = torch.minimum(w, i / ramp)
+    if fall:
+        w = torch.minimum(w, (length - i) / ramp)
+    return w
+
+
+def decode_tiled(decode: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, tile: int, factor: int,
+                 overlap: int | None = None) -> torch.Tensor:
+    """Decode latents [n, C, h, w] in overlapping square tiles of `tile` latent pixels (`overlap` shared
+    between neighbours, default tile // 4) with `decode` ([n, C, th, tw] -> [n, 3, th*f, tw*f]); tiles are
+    blended with linear ramps across the overlaps. Memory: one tile's decode plus the output image.
+    Approximate: the decoder's attention and receptive field see only one tile (bench / tests report the
+    PSNR against decoding whole images); one tile covering the latent gives the whole-image decode exactly."""
+    n, _, h, w = z.shape
+    overlap = max(1, tile // 4) if overlap is None else int(overlap)
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    out = wsum = None
+    for y0 in ys:
+        th = min(tile, h)
+        wy = _ramp(th * factor, overlap * factor, y0 > 0, y0 + th < h)
+        for x0 in xs:
+            tw = min(tile, w)
+            img = decode(z[:, :, y0:y0 + th, x0:x0 + tw]).float()
+            if out is None:
+                out = img.new_zeros(n, img.shape[1], h * factor, w * factor)
+                wsum = img.new_zeros(1, 1, h * factor, w * factor)
+            wgt = (wy[:, None] * _ramp(tw * factor, overlap * factor, x0 > 0, x0 + tw < w)[None]).to(img.device)
+            ys_, xs_ = slice(y0 * factor, (y0 + th) * factor), slice(x0 * factor, (x0 + tw) * factor)
+            out[:, :, ys_, xs_] += img * wgt
+            wsum[:, :, ys_, xs_] += wgt
+    return out / wsum
 
 
 # -- compiled / graphed callables -------------------------------------------------------------------------

@@ -92,20 +92,29 @@ class LDDGAN(nn.Module):
         return fastpath.to_normal(out)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, chunk_size: int | None = None,
+               tile_size: int | None = None) -> torch.Tensor:
         """Autoencoder latent [B, C, h, w] -> images [B, 3, h*f, w*f] in [-1, 1] (VQ quantizes first).
 
         Decodes ``chunk_size`` latents at a time (default: ``self.fast.decode_chunk``, "auto" sizes chunks
         from a memory budget) so that memory stays bounded for big batches; the result does not depend on it
-        beyond float rounding.
+        beyond float rounding. Images too big to decode at once within the budget are decoded in overlapping
+        tiles (``self.fast.decode_tile``, or ``tile_size`` latent pixels), blended across the overlaps: an
+        approximation of the whole-image decode, used only when needed.
         """
         latents = latents.to(self.device) if torch.is_tensor(latents) else latents  # else: checked below
         self.autoencoder.check_latents(latents)
-        if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) < 1):
-            raise InputError(f"decode chunk_size: expected a positive integer, got {chunk_size!r}")
-        n = fastpath.decode_chunk_size(self, latents, self.fast, chunk_size)
+        for name, v, lo in (("chunk_size", chunk_size, 1), ("tile_size", tile_size, fastpath.MIN_TILE)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+                raise InputError(f"decode {name}: expected an integer >= {lo}, got {v!r}")
+        tile = fastpath.decode_tile_size(self, latents, self.fast, tile_size)
+        n = fastpath.decode_chunk_size(self, latents, self.fast, chunk_size, tile)
+        f = self.autoencoder.cfg.downsample_factor
         with fastpath.runtime(self.fast, self.device):
-            outs = [self._decode_chunk(chunk) for chunk in latents.split(n)]
+            if tile is None:
+                outs = [self._decode_chunk(chunk) for chunk in latents.split(n)]
+            else:
+                outs = [fastpath.decode_tiled(self._decode_chunk, chunk, tile, f) for chunk in latents.split(n)]
             out = outs[0] if len(outs) == 1 else torch.cat(outs)
         return fastpath.to_normal(out)
 

@@ -188,6 +188,75 @@ def test_auto_chunk_respects_the_memory_budget(random_model, monkeypatch):
     assert fast_mod.decode_chunk_size(m, lat, m.fast.replace(decode_chunk=4)) == 4
 
 
+# -- tiled decoding -----------------------------------------------------------------------------------------
+@pytest.fixture
+def shipped_model():
+    """The shipped default model in float32 (a trained autoencoder: tiles and whole images are comparable)."""
+    from lddgan_core.cli import default_model_path
+
+    return L.io.load_model(default_model_path(), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("n,tile,overlap", [(8, 8, 2), (20, 8, 2), (33, 16, 4), (9, 8, 7), (100, 24, 6)])
+def test_tile_starts_cover_with_overlap(n, tile, overlap):
+    starts = fast_mod.tile_starts(n, tile, overlap)
+    assert starts[0] == 0 and starts[-1] == max(0, n - tile) and starts == sorted(set(starts))
+    covered = torch.zeros(n, dtype=torch.bool)
+    for a in starts:
+        covered[a:a + tile] = True
+    assert covered.all()
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))  # neighbours share >= overlap
+
+
+def test_tiled_blend_is_exact_for_a_local_decoder():
+    """A decoder without spatial context (nearest 4x upsampling of 3 channels): any tiling reproduces the
+    whole-image decode, so the ramps' weights normalise exactly."""
+    z = torch.randn(2, 4, 21, 30, generator=torch.Generator().manual_seed(0))
+    local = lambda t: torch.nn.functional.interpolate(t[:, :3], scale_factor=4)  # noqa: E731
+    whole = local(z)
+    for tile, overlap in ((8, 2), (12, 3), (16, None), (29, 4)):
+        out = fast_mod.decode_tiled(local, z, tile, 4, overlap)
+        assert out.shape == whole.shape
+        torch.testing.assert_close(out, whole, rtol=0, atol=1e-6)
+
+
+def test_tiled_decode_approximates_the_whole_image(shipped_model):
+    """The shipped model at 4x its latent size (128 px images): tiles of the whole latent give the whole decode
+    bit for bit; smaller tiles approach it as they grow (the decoder's attention sees one tile at a time)."""
+    from lddgan_core.bench import psnr
+
+    m = shipped_model
+    lat = m.sample(batch_size=2, seed=0, latent_size=(32, 32))
+    whole = m.decode(lat)
+    assert torch.equal(m.decode(lat, tile_size=32), whole)
+    p16, p24 = psnr(m.decode(lat, tile_size=16), whole), psnr(m.decode(lat, tile_size=24), whole)
+    print(f"tiled decode PSNR vs whole: tile 16 {p16:.1f} dB, tile 24 {p24:.1f} dB")
+    assert 20 < p16 < p24 < 60  # measured 25.2 and 32.3 dB
+    with pytest.raises(InputError, match="tile_size"):
+        m.decode(lat, tile_size=4)
+
+
+def test_auto_tiles_only_images_over_the_budget(shipped_model, monkeypatch):
+    m = shipped_model
+    lat = m.sample(batch_size=3, seed=0, latent_size=(24, 16))
+    cfg = m.config.autoencoder
+    assert fast_mod.decode_tile_size(m, lat, m.fast) is None  # fits: whole images, exact
+    whole = m.decode(lat)
+    monkeypatch.setattr(fast_mod, "CPU_DECODE_BUDGET", fast_mod.decode_bytes_per_image(cfg, 16, 16))
+    tile = fast_mod.decode_tile_size(m, lat, m.fast)
+    assert tile == 16 and fast_mod.decode_bytes_per_image(cfg, tile, tile) <= fast_mod.CPU_DECODE_BUDGET
+    assert fast_mod.decode_chunk_size(m, lat, m.fast, tile=tile) == 1  # one tile's worth per chunk
+    calls = []
+    real = fast_mod.decode_tiled
+    monkeypatch.setattr(fast_mod, "decode_tiled", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
+    out = m.decode(lat)
+    assert calls == [16] * 3 and out.shape == whole.shape and 0 < (out - whole).abs().max() < 1.5
+    assert m.set_fast(m.fast.replace(decode_tile=None)).decode(lat).shape == whole.shape and calls == [16] * 3
+    assert fast_mod.decode_tile_size(m, lat, FastOptions.reference()) is None  # the reference never tiles
+    with pytest.raises(ConfigError, match="decode_tile"):
+        FastOptions(decode_tile=4)
+
+
 def test_decode_estimate_grows_with_image_and_codebook():
     from lddgan_core.bench import OFFICIAL
 
