@@ -92,9 +92,9 @@ def build(arch: str, device: str = "cpu", seed: int = 0):
 
 
 # -- FLOPs ------------------------------------------------------------------------------------------------
-def count_flops(config: ModelConfig, fast: bool | FastOptions = False) -> dict[str, float]:
+def count_flops(config: ModelConfig, fast: bool | FastOptions = False, latent: int | None = None) -> dict[str, float]:
     """Conv + matmul FLOPs per image (multiply-add = 2), counted on the meta device (no compute):
-    generator forward, decode, and T * generator + decode."""
+    generator forward, decode, and T * generator + decode (at `latent` x `latent` latent pixels if given)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from .model import LDDGAN
@@ -102,6 +102,8 @@ def count_flops(config: ModelConfig, fast: bool | FastOptions = False) -> dict[s
     with torch.device("meta"):
         m = LDDGAN(config, fast=fast)
         C, h, w = config.latent_shape
+        if latent:
+            h = w = int(latent)
         x, t, z = torch.zeros(1, C, h, w), torch.zeros(1, dtype=torch.int64), torch.zeros(1, config.generator.nz)
     out = {}
     with torch.no_grad():
@@ -156,7 +158,7 @@ def roofline_lines(rows: list[dict], peak_fp32: float | None) -> list[str]:
 MATMUL_OPS = ("conv", "addmm", "aten::mm", "bmm", "scaled_dot_product")  # ops that do the counted FLOPs
 
 
-def profile_e2e(arch: str, batch: int, path: str, device="cpu", top: int = 12) -> dict:
+def profile_e2e(arch: str, batch: int, path: str, device="cpu", top: int = 12, latent: int | None = None) -> dict:
     """torch.profiler over one end-to-end batch (after a warm-up): the share of time in convolutions and in
     all matrix ops (convs, matmuls, attention), their achieved TFLOP/s (the path's counted FLOPs over that
     time), and the top ops by self time."""
@@ -167,7 +169,8 @@ def profile_e2e(arch: str, batch: int, path: str, device="cpu", top: int = 12) -
     m = build(arch, device).set_fast(PATHS[path])
     cuda = torch.device(device).type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)  # noqa: E731
-    run = lambda: m.decode(m.sample(batch_size=batch, seed=0))  # noqa: E731
+    size = (latent, latent) if latent else None
+    run = lambda: m.decode(m.sample(batch_size=batch, seed=0, latent_size=size))  # noqa: E731
     run()
     sync()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -182,7 +185,7 @@ def profile_e2e(arch: str, batch: int, path: str, device="cpu", top: int = 12) -
     total = sum(self_us(e) for e in events)
     conv = sum(self_us(e) for e in events if "conv" in e.key)
     mat = sum(self_us(e) for e in events if any(k in e.key for k in MATMUL_OPS))
-    flops = count_flops(m.config, PATHS[path])["total"] * batch
+    flops = count_flops(m.config, PATHS[path], latent)["total"] * batch
     return {"arch": arch, "batch": batch, "path": path, "total_ms": total / 1e3, "conv_share": conv / total,
             "matmul_share": mat / total, "matmul_tflops": flops / (mat / 1e6) / 1e12 if mat else None,
             "top": [(e.key, self_us(e) / 1e3, e.count) for e in sorted(events, key=self_us, reverse=True)[:top]]}
@@ -229,18 +232,21 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
 
 
-def bench_arch(arch: str, batches, paths, device, reps: int, warmup: int, parts=PARTS, log=print) -> list[dict]:
-    """Rows of results for one architecture: one per (batch, path, part)."""
+def bench_arch(arch: str, batches, paths, device, reps: int, warmup: int, parts=PARTS, log=print,
+               latent: int | None = None) -> list[dict]:
+    """Rows of results for one architecture: one per (batch, path, part); `latent`: latent side (default: the
+    model's own)."""
+    size = (latent, latent) if latent else None
     base = build(arch, device)
     # one copy of the weights per path, so that no path pays for another's memory-format conversion
     models = {p: (copy.deepcopy(base) if i < len(paths) - 1 else base).set_fast(PATHS[p]) for i, p in enumerate(paths)}
     rows = []
     for B in batches:
-        dec_in = models[paths[0]].sample(batch_size=B, seed=1)  # the decode-only input, same for every path
+        dec_in = models[paths[0]].sample(batch_size=B, seed=1, latent_size=size)  # the decode-only input
         calls = {
-            "sample": lambda m: m.sample(batch_size=B, seed=0),
+            "sample": lambda m: m.sample(batch_size=B, seed=0, latent_size=size),
             "decode": lambda m: m.decode(dec_in),
-            "e2e": lambda m: m.decode(m.sample(batch_size=B, seed=0)),
+            "e2e": lambda m: m.decode(m.sample(batch_size=B, seed=0, latent_size=size)),
         }
         for part in parts:
             times = {p: [] for p in paths}
@@ -258,7 +264,7 @@ def bench_arch(arch: str, batches, paths, device, reps: int, warmup: int, parts=
                            ms_median=1e3 * statistics.median(ts), ms_min=1e3 * min(ts),
                            images_per_s=B / statistics.mean(ts))
                 if part == "e2e" and B > 1:  # does image 0 depend on the batch it was made in?
-                    alone = models[p].decode(models[p].sample(seeds=[0])).float()
+                    alone = models[p].decode(models[p].sample(seeds=[0], latent_size=size)).float()
                     row.update(batch_invariance(outs[p][:1].float(), alone))
                 if "ref" in times:
                     row["speedup_vs_ref"] = statistics.median(times["ref"]) / statistics.median(ts)
@@ -273,7 +279,7 @@ def bench_arch(arch: str, batches, paths, device, reps: int, warmup: int, parts=
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)
-            models[p].decode(models[p].sample(batch_size=max(batches), seed=0))
+            models[p].decode(models[p].sample(batch_size=max(batches), seed=0, latent_size=size))
             peak = torch.cuda.max_memory_allocated(device) - before
             for r in rows:
                 if r["path"] == p and r["batch"] == max(batches):
@@ -281,7 +287,8 @@ def bench_arch(arch: str, batches, paths, device, reps: int, warmup: int, parts=
     return rows
 
 
-def peak_rss_e2e(arch: str, batch: int, path: str, threads: int | None = None) -> float | None:
+def peak_rss_e2e(arch: str, batch: int, path: str, threads: int | None = None,
+                 latent: int | None = None) -> float | None:
     """Peak RSS growth (MiB) of one end-to-end batch, measured in a fresh CPU subprocess."""
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -289,6 +296,8 @@ def peak_rss_e2e(arch: str, batch: int, path: str, threads: int | None = None) -
     cmd = [sys.executable, "-m", "lddgan_core.bench", "--_peak", arch, str(batch), path]
     if threads:
         cmd += ["--threads", str(threads)]
+    if latent:
+        cmd += ["--latent-size", str(latent)]
     try:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600, check=True).stdout
         return float(json.loads(out.strip().splitlines()[-1])["peak_mb"])
@@ -304,20 +313,21 @@ def _status_kb(field: str) -> int:
     raise KeyError(field)
 
 
-def _peak_child(arch: str, batch: int, path: str) -> None:
+def _peak_child(arch: str, batch: int, path: str, latent: int | None = None) -> None:
     m = build(arch, "cpu").set_fast(PATHS[path])
     m.decode(m.sample(batch_size=1, seed=0))  # first-call allocations (oneDNN primitives, caches) out of the way
+    size = (latent, latent) if latent else None
     try:  # reset the high-water mark so model building does not count
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
         base = _status_kb("VmRSS")
-        m.decode(m.sample(batch_size=batch, seed=0))
+        m.decode(m.sample(batch_size=batch, seed=0, latent_size=size))
         peak = _status_kb("VmHWM")
     except OSError:  # no procfs (not Linux): the peak since start, model building included
         import resource
 
         base = 0
-        m.decode(m.sample(batch_size=batch, seed=0))
+        m.decode(m.sample(batch_size=batch, seed=0, latent_size=size))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux; an upper bound anyway
     print(json.dumps({"peak_mb": (peak - base) / 1024}))
 
@@ -412,6 +422,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     ap.add_argument("--memory-only", action="store_true", help="CPU: only the peak-memory measurement, no timing")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the GPU's bf16 matrix peak, for the %% column")
+    ap.add_argument("--latent-size", type=int, default=None,
+                    help="square latent side to sample and decode at (default: the model's own; e.g. 128 with "
+                         "lsun256 gives 1024 px images)")
     ap.add_argument("--profile", action="store_true",
                     help="instead of timing: torch.profiler over one end-to-end batch per path (time shares, "
                          "throughput of the matrix ops, top ops)")
@@ -421,12 +434,14 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a._peak:
-        _peak_child(a._peak[0], int(a._peak[1]), a._peak[2])
+        _peak_child(a._peak[0], int(a._peak[1]), a._peak[2], a.latent_size)
         return 0
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda: CUDA is not available on this machine")
     cuda = device.startswith("cuda")
+    if a.latent_size is not None and a.latent_size < 1:
+        raise SystemExit(f"error: --latent-size must be a positive integer, got {a.latent_size}")
     archs = [s for s in a.arch.split(",") if s]
     bad = [s for s in archs if s not in OFFICIAL and s != "default"]
     if bad:
@@ -444,7 +459,7 @@ def main(argv=None) -> int:
         for arch in archs:
             for B in batches:
                 for p in paths:
-                    profiles.append(profile_e2e(arch, B, p, device))
+                    profiles.append(profile_e2e(arch, B, p, device, latent=a.latent_size))
                     print(_fmt_profile(profiles[-1]), flush=True)
         if a.json:
             from .io import atomic_write_text
@@ -453,7 +468,8 @@ def main(argv=None) -> int:
         return 0
     info = machine_info(device)
     print(f"# {info.get('gpu') or info['cpu']} | torch {info['torch']} | {info['threads']} threads | "
-          f"device {device} | reps {reps}, warm-up {warmup}")
+          f"device {device} | reps {reps}, warm-up {warmup}"
+          + (f" | latent {a.latent_size}x{a.latent_size}" if a.latent_size else ""))
     load = info.get("loadavg_start", (0.0,))[0]
     if not cuda and load > 0.5 and (info["cpu_count"] or 1) - load < info["threads"]:
         # measured here: 2 threads on a 2-core machine with load 3 ran 2-10x slower than 1 thread
@@ -462,7 +478,7 @@ def main(argv=None) -> int:
     rows, flops = [], {}
     for arch in archs:
         cfg = build(arch, "cpu").config if arch == "default" else official_config(arch)
-        fl_ref, fl_fast = count_flops(cfg, False), count_flops(cfg, True)
+        fl_ref, fl_fast = count_flops(cfg, False, a.latent_size), count_flops(cfg, True, a.latent_size)
         flops[arch] = {"reference": fl_ref, "fast": fl_fast, "issue_total": ISSUE_FLOPS.get(arch)}
         print(f"# {arch}: FLOPs/image (reference path) G {fl_ref['generator'] / 1e9:.2f} G, decode "
               f"{fl_ref['decode'] / 1e9:.2f} G, T*G+decode {fl_ref['total'] / 1e9:.1f} G"
@@ -471,7 +487,7 @@ def main(argv=None) -> int:
         if a.memory_only:
             arch_rows = [dict(arch=arch, batch=B, part="e2e", path=p) for B in batches for p in paths]
         else:
-            arch_rows = bench_arch(arch, batches, paths, device, reps, warmup, parts)
+            arch_rows = bench_arch(arch, batches, paths, device, reps, warmup, parts, latent=a.latent_size)
         for r in [r for r in arch_rows if "ms_mean" in r]:
             per = {"sample": cfg.diffusion.num_timesteps * fl_ref["generator"], "decode": fl_ref["decode"],
                    "e2e": fl_ref["total"]}[r["part"]]
@@ -480,7 +496,7 @@ def main(argv=None) -> int:
         if not cuda and not a.no_memory:
             for B in batches:
                 for p in paths:
-                    peak = peak_rss_e2e(arch, B, p, a.threads)
+                    peak = peak_rss_e2e(arch, B, p, a.threads, a.latent_size)
                     for r in arch_rows:
                         if (r["batch"], r["path"]) == (B, p):
                             r["peak_mem_mb_e2e"] = peak
@@ -517,7 +533,7 @@ def main(argv=None) -> int:
         from .io import atomic_write_text
 
         doc = {"machine": info, "settings": {"reps": reps, "warmup": warmup, "batches": batches, "paths": paths,
-                                            "parts": list(parts)},
+                                            "parts": list(parts), "latent_size": a.latent_size},
                "flops_per_image": flops, "results": rows, "targets": targets}
         atomic_write_text(a.json, json.dumps(doc, indent=1))
         print(f"wrote {a.json}")
