@@ -482,7 +482,7 @@ def main(argv=None) -> int:
         flops[arch] = {"reference": fl_ref, "fast": fl_fast, "issue_total": ISSUE_FLOPS.get(arch)}
         print(f"# {arch}: FLOPs/image (reference path) G {fl_ref['generator'] / 1e9:.2f} G, decode "
               f"{fl_ref['decode'] / 1e9:.2f} G, T*G+decode {fl_ref['total'] / 1e9:.1f} G"
-              + (f" (issue: {ISSUE_FLOPS[arch] / 1e9:g} G)" if arch in ISSUE_FLOPS else "")
+              + (f" (issue: {ISSUE_FLOPS[arch] / 1e9:g} G)" if arch in ISSUE_FLOPS and not a.latent_size else "")
               + f"; fast path {fl_fast['total'] / 1e9:.1f} G")
         if a.memory_only:
             arch_rows = [dict(arch=arch, batch=B, part="e2e", path=p) for B in batches for p in paths]
