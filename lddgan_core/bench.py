@@ -56,7 +56,19 @@ OFFICIAL = {
 # FLOPs per image, T generator steps + one decode, as the issue states them (G = 1e9).
 ISSUE_FLOPS = {"cifar10": 20.6e9, "celeba256": 780e9, "lsun256": 694e9}
 # Dense bf16 tensor-core peaks (TFLOP/s) of GPUs we may meet, for the "fraction of peak" column.
-BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L40": 181.0,
+                    "L4": 121.0, "A10": 125.0}
+
+
+def bf16_peak_for(gpu_name: str) -> float | None:
+    """The table's entry whose name appears in `gpu_name` as whole words, the longest first (so an "L40S" is
+    not taken for an "L4"); None when unknown (give --peak-tflops)."""
+    import re
+
+    for k in sorted(BF16_PEAK_TFLOPS, key=len, reverse=True):
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(k)}(?![A-Za-z0-9])", gpu_name):
+            return BF16_PEAK_TFLOPS[k]
+    return None
 PATHS = {
     "ref": FastOptions.reference(),
     "fast": FastOptions(),  # float32 fast path (the default)
@@ -171,7 +183,8 @@ def profile_e2e(arch: str, batch: int, path: str, device="cpu", top: int = 12, l
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)  # noqa: E731
     size = (latent, latent) if latent else None
     run = lambda: m.decode(m.sample(batch_size=batch, seed=0, latent_size=size))  # noqa: E731
-    run()
+    for _ in range(2 if PATHS[path].compile else 1):
+        run()
     sync()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts) as prof:
@@ -281,9 +294,14 @@ def bench_arch(arch: str, batches, paths, device, reps: int, warmup: int, parts=
             before = torch.cuda.memory_allocated(device)
             models[p].decode(models[p].sample(batch_size=max(batches), seed=0, latent_size=size))
             peak = torch.cuda.max_memory_allocated(device) - before
+            # CUDA graphs replay into pools allocated at capture, which a replay's max_memory_allocated does not
+            # see: the memory PyTorch holds (pools included) is reported too
             for r in rows:
                 if r["path"] == p and r["batch"] == max(batches):
                     r["peak_mem_mb_e2e"] = peak / 2 ** 20
+                    r["reserved_mem_mb"] = torch.cuda.memory_reserved(device) / 2 ** 20
+            log(f"# {arch} B={max(batches)} {p}: peak allocated growth {peak / 2 ** 20:.0f} MiB, reserved now "
+                f"{torch.cuda.memory_reserved(device) / 2 ** 20:.0f} MiB")
     return rows
 
 
@@ -513,7 +531,7 @@ def main(argv=None) -> int:
                 r["fraction_of_fp32_matmul_peak"] = r["tflops"] * r["ms_mean"] / r["ms_median"] / peaks["fp32"]
     peak_tf = a.peak_tflops
     if cuda and peak_tf is None:
-        peak_tf = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in info.get("gpu", "")), None)
+        peak_tf = bf16_peak_for(info.get("gpu", ""))
     if peak_tf:
         for r in [r for r in rows if "tflops" in r]:
             r["fraction_of_bf16_peak"] = r["tflops"] / peak_tf

@@ -229,7 +229,7 @@ def decode_chunk_size(model, latents: torch.Tensor, opts: FastOptions, chunk_siz
     h, w = latents.shape[2], latents.shape[3]
     if tile is not None:  # tiled images: the memory of one tile's decode per image
         h, w = min(h, tile), min(w, tile)
-    per = decode_bytes_per_image(model.autoencoder.cfg, h, w, 2 if autocast_dtype(opts, "decoder", dev) else 4)
+    per = decode_bytes_per_image(model.autoencoder.cfg, h, w, _decode_elem(model, opts, dev))
     return max(1, min(B, int(_decode_budget(dev) // per)))
 
 
@@ -238,10 +238,19 @@ MIN_TILE = 8  # latent pixels
 
 
 def _decode_budget(device: torch.device) -> float:
+    """Bytes a decode may use: CPU_DECODE_BUDGET, or on CUDA a fraction of the free memory, counting what
+    PyTorch's allocator holds in its cache but does not use as free (it is reused before asking the driver)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return CUDA_DECODE_FRACTION * free
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return CUDA_DECODE_FRACTION * (free + max(0, cached))
     return CPU_DECODE_BUDGET
+
+
+def _decode_elem(model, opts: FastOptions, device: torch.device) -> int:
+    """Bytes per activation of a decode: 2 under a half-precision decoder (unless it fell back to float32)."""
+    half = autocast_dtype(opts, "decoder", device) and not getattr(model, "_decoder_half_failed", False)
+    return 2 if half else 4
 
 
 def decode_tile_size(model, latents: torch.Tensor, opts: FastOptions, tile_size: int | None = None) -> int | None:
@@ -253,13 +262,17 @@ def decode_tile_size(model, latents: torch.Tensor, opts: FastOptions, tile_size:
         return None
     if t == "auto":
         cfg = model.autoencoder.cfg
-        elem = 2 if autocast_dtype(opts, "decoder", latents.device) else 4
+        elem = _decode_elem(model, opts, latents.device)
         budget = _decode_budget(latents.device)
         if decode_bytes_per_image(cfg, h, w, elem) <= budget:
             return None
         t = MIN_TILE
         while t + MIN_TILE < max(h, w) and decode_bytes_per_image(cfg, t + MIN_TILE, t + MIN_TILE, elem) <= budget:
             t += MIN_TILE
+        if decode_bytes_per_image(cfg, t, t, elem) > budget:
+            warnings.warn(f"decode: even {t}x{t}-latent tiles need about {decode_bytes_per_image(cfg, t, t, elem) >> 20} "
+                          f"MiB, over the {int(budget) >> 20} MiB budget; decoding with the smallest tiles",
+                          RuntimeWarning, stacklevel=3)
     return None if t >= h and t >= w else t
 
 
@@ -329,10 +342,13 @@ class CUDAGraphed:
 
     Inputs are copied into static buffers, the graph is replayed and the static output cloned, so the
     result equals an eager call; the first call for a new signature warms up on a side stream, then captures.
+    All graphs of one callable share one memory pool (safe: they never run at once, and each static output
+    is cloned right after its replay, before another graph can reuse its memory). At most `max_graphs`
+    signatures are captured; further ones run eagerly.
     """
 
-    def __init__(self, fn: Callable, warmup: int = 2):
-        self.fn, self.warmup, self.graphs = fn, warmup, {}
+    def __init__(self, fn: Callable, warmup: int = 2, max_graphs: int = 8):
+        self.fn, self.warmup, self.graphs, self.max_graphs, self.pool = fn, warmup, {}, max_graphs, None
 
     def __call__(self, *args, **kw):
         names = sorted(kw)
@@ -341,6 +357,8 @@ class CUDAGraphed:
             return self.fn(*args, **kw)
         key = (tuple((tuple(a.shape), a.dtype, a.device) for a in tensors), tuple(names), len(args),
                torch.is_autocast_enabled("cuda"))
+        if key not in self.graphs and len(self.graphs) >= self.max_graphs:
+            return self.fn(*args, **kw)
         if key not in self.graphs:
             static = [a.clone() for a in tensors]
             call = lambda: self.fn(*static[:len(args)], **dict(zip(names, static[len(args):])))  # noqa: E731
@@ -351,7 +369,9 @@ class CUDAGraphed:
                     call()
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            if self.pool is None:
+                self.pool = torch.cuda.graph_pool_handle()
+            with torch.cuda.graph(graph, pool=self.pool):
                 static_out = call()
             self.graphs[key] = (graph, static, static_out)
         graph, static, static_out = self.graphs[key]

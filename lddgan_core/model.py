@@ -107,8 +107,16 @@ class LDDGAN(nn.Module):
         for name, v, lo in (("chunk_size", chunk_size, 1), ("tile_size", tile_size, fastpath.MIN_TILE)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
                 raise InputError(f"decode {name}: expected an integer >= {lo}, got {v!r}")
-        tile = fastpath.decode_tile_size(self, latents, self.fast, tile_size)
-        n = fastpath.decode_chunk_size(self, latents, self.fast, chunk_size, tile)
+        plan_key = ("decode_plan", tuple(latents.shape), chunk_size, tile_size, self._decoder_half_failed)
+        if plan_key in self._fast_cache:
+            tile, n = self._fast_cache[plan_key]
+        else:
+            tile = fastpath.decode_tile_size(self, latents, self.fast, tile_size)
+            n = fastpath.decode_chunk_size(self, latents, self.fast, chunk_size, tile)
+            if self.fast.compile or self.fast.cuda_graphs:
+                # compiled code and captured graphs are per shape: keep the shapes of one latent shape fixed
+                # rather than re-sizing from the free memory every call (each new shape: a compile / a graph)
+                self._fast_cache[plan_key] = (tile, n)
         f = self.autoencoder.cfg.downsample_factor
         with fastpath.runtime(self.fast, self.device):
             if tile is None:

@@ -167,6 +167,13 @@ def test_profile_run(tmp_path, capsys):
     assert "# profile default B=2 ref:" in text and "convolutions" in text
 
 
+def test_gpu_peak_lookup():
+    assert bench.bf16_peak_for("NVIDIA H200") == 989.0 and bench.bf16_peak_for("NVIDIA H100 PCIe") == 756.0
+    assert bench.bf16_peak_for("NVIDIA H100 80GB HBM3") == 989.0
+    assert [bench.bf16_peak_for(f"NVIDIA {n}") for n in ("L40S", "L40", "L4")] == [362.0, 181.0, 121.0]
+    assert bench.bf16_peak_for("NVIDIA A10G") is None and bench.bf16_peak_for("Tesla T4") is None  # not A10 / L4
+
+
 def test_psnr():
     a = torch.zeros(1, 3, 4, 4)
     assert bench.psnr(a, a) == float("inf")
