@@ -103,11 +103,13 @@ ABLATION_DEFAULTS = dict(steps=1500, batch=16, lr_g=2e-4, lr_d=1.25e-4, r1_gamma
 
 def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, steps: int, batch: int, lr_g: float,
                  lr_d: float, r1_gamma: float, lazy_reg: int, ema_decay: float, disc_ngf: int, n_eval: int,
-                 images: int, log=None, progress_factory=None, should_stop=None) -> dict:
+                 images: int, scale_factor: float | None = None, log=None, progress_factory=None,
+                 should_stop=None) -> dict:
     """Train every (variant, seed) pair on the shapes data with the same budget and evaluate each model
     (lddgan_core.eval, shapes features, n_eval samples vs held-out data). Each run lives in <out>/<variant>_s<seed>
     and is resumed / skipped when finished (its eval.json exists). Returns {"runs": [...], "summary": {...}}
-    and writes <out>/ablation.json and <out>/ablation.md (mean +- std over seeds)."""
+    and writes <out>/ablation.json and <out>/ablation.md (mean +- std over seeds). scale_factor: the latent
+    scale of every model (None: estimated from the latents, as the shipped model's)."""
 
     from .eval import evaluate_model
     from .io import atomic_write_text
@@ -125,6 +127,8 @@ def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, 
     unknown = [v for v in variants if v not in ABLATION_VARIANTS]
     if unknown:
         raise InputError(f"ablation variants {unknown} are unknown; choose from {list(ABLATION_VARIANTS)}")
+    if scale_factor is not None and not (isinstance(scale_factor, (int, float)) and scale_factor > 0):
+        raise InputError(f"ablation scale_factor must be a positive number or None, got {scale_factor!r}")
     if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
         raise InputError(f"ablation seeds must be integers >= 0, got {list(seeds)}")
     if len(seeds) < 3:
@@ -144,13 +148,14 @@ def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, 
             if os.path.isfile(ev_path):
                 with open(ev_path, encoding="utf-8") as f:
                     row = json.load(f)
-                have = (row.get("steps"), row.get("batch"), row.get("n_eval"))
-                if have != (steps, batch, n_eval):
-                    raise InputError(f"{ev_path}: a finished run with steps/batch/n_eval {have}, but this ablation "
-                                     f"asks for {(steps, batch, n_eval)}; use another --out")
+                have = (row.get("steps"), row.get("batch"), row.get("n_eval"), row.get("scale_factor_arg"))
+                if have != (steps, batch, n_eval, scale_factor):
+                    raise InputError(f"{ev_path}: a finished run with steps/batch/n_eval/scale factor {have}, but this "
+                                     f"ablation asks for {(steps, batch, n_eval, scale_factor)}; use another --out")
                 runs.append(row)
                 continue
-            model = new_model((ae, size), ABLATION_GENERATOR, lat, num_timesteps=4, name=f"ablation-{v}", seed=seed)
+            model = new_model((ae, size), ABLATION_GENERATOR, lat, num_timesteps=4, name=f"ablation-{v}", seed=seed,
+                              scale_factor="auto" if scale_factor is None else float(scale_factor))
             # EMA warm-up: with a plain 0.999 decay, 0.999^1500 = 22% of the EMA would still be the random init
             cfg = TrainConfig(steps=steps, batch_size=batch, lr_g=lr_g, lr_d=lr_d, r1_gamma=r1_gamma,
                               lazy_reg=lazy_reg, ema_decay=ema_decay, ema_warmup=True, seed=seed, log_every=50,
@@ -165,6 +170,7 @@ def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, 
             train_s = time.perf_counter() - t0
             ev = evaluate_model(res.model, n=n_eval, seed=0)
             row = {"variant": v, "seed": seed, "train_seconds": train_s, "steps": steps, "batch": batch, "n_eval": n_eval,
+                   "scale_factor_arg": scale_factor, "scale_factor": model.config.scale_factor,
                    "metrics": ev["generated"], "ceiling": ev["ceiling"], "eval": {k: ev[k] for k in ev
                                                                                   if k not in ("generated", "ceiling")}}
             atomic_write_text(ev_path, json.dumps(row, indent=1))
@@ -174,7 +180,7 @@ def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, 
     summary = _summarize(runs)
     result = {"runs": runs, "summary": summary, "settings": dict(seeds=list(seeds), steps=steps, batch=batch,
                                                                  generator=ABLATION_GENERATOR, disc=disc,
-                                                                 n_eval=n_eval, images=images)}
+                                                                 n_eval=n_eval, images=images, scale_factor=scale_factor)}
     atomic_write_text(os.path.join(out, "ablation.json"), json.dumps(result, indent=1))
     atomic_write_text(os.path.join(out, "ablation.md"), ablation_table(summary, len(seeds)))
     return result
@@ -231,6 +237,8 @@ def main(argv=None) -> int:
     b.add_argument("--variants", default=",".join(ABLATION_VARIANTS))
     for k, v in ABLATION_DEFAULTS.items():
         b.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
+    b.add_argument("--scale-factor", type=float, default=None,
+                   help="latent scale of every model (default: estimated from the latents, as the shipped model's)")
     b.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     import torch
@@ -244,7 +252,8 @@ def main(argv=None) -> int:
             try:
                 res = run_ablation(a.out, a.autoencoder, seeds=[int(s) for s in a.seeds.split(",")],
                                    variants=a.variants.split(","), progress_factory=lambda: TrainBar(250),
-                                   should_stop=stop, **{k: getattr(a, k) for k in ABLATION_DEFAULTS})
+                                   should_stop=stop, scale_factor=a.scale_factor,
+                                   **{k: getattr(a, k) for k in ABLATION_DEFAULTS})
             except KeyboardInterrupt as e:
                 print(str(e), file=sys.stderr)
                 return 130

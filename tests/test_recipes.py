@@ -59,6 +59,13 @@ def test_train_shapes_end_to_end_and_resume(tmp_path, one_thread):
         run_ablation(abl, ae, seeds=[0], variants=["adv+WL"], **dict(kw, steps=3))
     with pytest.raises(InputError, match="unknown"):
         run_ablation(abl, ae, seeds=[0], variants=["adv+typo"], **kw)
+    with pytest.raises(InputError, match="finished run"):  # a different latent scale is a different experiment
+        run_ablation(abl, ae, seeds=[0], variants=["adv+WL"], scale_factor=3.0, **kw)
+    with pytest.raises(InputError, match="scale_factor"):
+        run_ablation(str(tmp_path / "abl2"), ae, seeds=[0], variants=["adv+WL"], scale_factor=-1.0, **kw)
+    assert row["scale_factor_arg"] is None and row["scale_factor"] > 0  # estimated
+    fixed = run_ablation(str(tmp_path / "abl3"), ae, seeds=[0], variants=["adv"], scale_factor=3.0, **kw)
+    assert fixed["runs"][0]["scale_factor"] == 3.0 and fixed["settings"]["scale_factor"] == 3.0
 
 
 def test_ablation_summary_mean_std():
