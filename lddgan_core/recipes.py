@@ -30,10 +30,11 @@ SHAPES_QUICK = dict(images=512, ae_steps=60, gan_steps=60, ae_batch=16, gan_batc
 def train_shapes(out: str, *, images: int, ae_steps: int, ae_batch: int, ae_lr: float, gan_steps: int,
                  gan_batch: int, lr_g: float, lr_d: float, r1_gamma: float, lazy_reg: int, ema_decay: float,
                  gamma: float, timesteps: int, schedule: str, seed: int, autoencoder: dict | None = None,
-                 generator: dict | None = None, dtype: str = "fp16", log=None, progress=None,
-                 should_stop=None) -> str:
+                 generator: dict | None = None, dtype: str = "fp16", scale_factor: float | None = None, log=None,
+                 progress=None, should_stop=None) -> str:
     """Autoencoder + LDDGAN on shapes data; returns the path of the saved model (<out>/model_<dtype>.safetensors).
-    The autoencoder is skipped when <out>/autoencoder/autoencoder.safetensors exists (finished run)."""
+    The autoencoder is skipped when <out>/autoencoder/autoencoder.safetensors exists (finished run).
+    scale_factor: the latent scale (None: estimated from the latents, as for the shipped model)."""
 
     from .shapes import TRAIN_SEED, make_shapes, to_model_range
     from .train.api import new_model, train_autoencoder, train_model, training_mode
@@ -48,6 +49,12 @@ def train_shapes(out: str, *, images: int, ae_steps: int, ae_batch: int, ae_lr: 
                 gan_batch=gan_batch, lr_g=lr_g, lr_d=lr_d, r1_gamma=r1_gamma, lazy_reg=lazy_reg, ema_decay=ema_decay,
                 gamma=gamma, timesteps=timesteps, schedule=schedule, seed=seed, dtype=dtype,
                 autoencoder=autoencoder or SHAPES_AUTOENCODER, generator=generator or SHAPES_GENERATOR)
+    if scale_factor is not None:  # recorded only when given: the shipped model's recipe record stays as it was
+        if not (isinstance(scale_factor, (int, float)) and scale_factor > 0):
+            from .errors import InputError
+
+            raise InputError(f"shapes recipe: scale_factor must be a positive number, got {scale_factor!r}")
+        args["scale_factor"] = float(scale_factor)
     with open(os.path.join(out, "recipe.json"), "w", encoding="utf-8") as f:
         json.dump(args, f, indent=1)
     t0 = time.perf_counter()
@@ -72,7 +79,7 @@ def train_shapes(out: str, *, images: int, ae_steps: int, ae_batch: int, ae_lr: 
     with training_mode():
         lat = build_latents(ae, size, images=x, seed=seed, cache_dir=gan_paths.cache_dir, log=log)
     model = new_model((ae, size), args["generator"], lat, num_timesteps=timesteps, name="lddgan-shapes32",
-                      seed=seed)
+                      seed=seed, scale_factor=args.get("scale_factor", "auto"))
     cfg = TrainConfig(steps=gan_steps, batch_size=gan_batch, lr_g=lr_g, lr_d=lr_d, rec_schedule=schedule,
                       gamma=gamma, r1_gamma=r1_gamma, lazy_reg=lazy_reg, ema_decay=ema_decay, seed=seed,
                       log_every=50, save_every=250, sample_every=1000)
@@ -229,6 +236,8 @@ def main(argv=None) -> int:
     for k, v in SHAPES_DEFAULTS.items():
         s.add_argument("--" + k.replace("_", "-"), type=type(v), default=None, help=f"default {v}")
     s.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp16")
+    s.add_argument("--scale-factor", type=float, default=None,
+                   help="latent scale (default: estimated from the latents, as for the shipped model)")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     b = sub.add_parser("ablation", help="the Weighted Learning ablation (3 variants x seeds, evaluated)")
     b.add_argument("--out", required=True)
@@ -266,7 +275,8 @@ def main(argv=None) -> int:
 
     with StopFlag() as stop:
         try:
-            path = train_shapes(a.out, dtype=a.dtype, progress=TrainBar(50), should_stop=stop, **kw)
+            path = train_shapes(a.out, dtype=a.dtype, scale_factor=a.scale_factor, progress=TrainBar(50),
+                                should_stop=stop, **kw)
         except KeyboardInterrupt as e:
             print(str(e), file=sys.stderr)
             return 130

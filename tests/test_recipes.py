@@ -2,6 +2,7 @@
 summary computes mean +- std over seeds."""
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ def test_train_shapes_end_to_end_and_resume(tmp_path, one_thread):
     assert m.config.image_size == 32 and m.config.name == "lddgan-shapes32" and m.num_timesteps == 2
     assert m.config.autoencoder.downsample_factor == 4 and tuple(m.latent_shape) == (4, 8, 8)
     recipe = json.loads(m.config.provenance["recipe"])
-    assert recipe["gan_steps"] == 3 and recipe["images"] == 48
+    assert recipe["gan_steps"] == 3 and recipe["images"] == 48 and "scale_factor" not in recipe  # estimated
     img = m.decode(m.sample(seeds=[0, 1]))
     assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
     with open(os.path.join(out, "recipe.json")) as f:
@@ -38,6 +39,13 @@ def test_train_shapes_end_to_end_and_resume(tmp_path, one_thread):
     assert os.path.getmtime(os.path.join(out, "autoencoder", "autoencoder.safetensors")) == mtime
     assert any("resuming" in line for line in logs2)
     m2 = L.load(path2)
+    # a fixed latent scale (a new run folder sharing the finished autoencoder)
+    out3 = str(tmp_path / "run3")
+    shutil.copytree(os.path.join(out, "autoencoder"), os.path.join(out3, "autoencoder"))
+    m3 = L.load(train_shapes(out3, log=lambda msg: None, scale_factor=3.0, **TINY))
+    assert m3.config.scale_factor == 3.0 and json.loads(m3.config.provenance["recipe"])["scale_factor"] == 3.0
+    with pytest.raises(InputError, match="scale_factor"):
+        train_shapes(out3, log=lambda msg: None, scale_factor=0.0, **TINY)
     for k, v in m.generator.state_dict().items():
         assert torch.equal(v, m2.generator.state_dict()[k]), k
 
