@@ -231,7 +231,7 @@ def test_tiled_decode_approximates_the_whole_image(shipped_model):
     assert torch.equal(m.decode(lat, tile_size=32), whole)
     p16, p24 = psnr(m.decode(lat, tile_size=16), whole), psnr(m.decode(lat, tile_size=24), whole)
     print(f"tiled decode PSNR vs whole: tile 16 {p16:.1f} dB, tile 24 {p24:.1f} dB")
-    assert 20 < p16 < p24 < 60  # measured 25.2 and 32.3 dB
+    assert 18 < p16 < p24 < 60  # measured 22.3 and 31.6 dB
     with pytest.raises(InputError, match="tile_size"):
         m.decode(lat, tile_size=4)
 
