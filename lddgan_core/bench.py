@@ -227,16 +227,13 @@ def _time_once(fn, device) -> tuple[float, object]:
     return time.perf_counter() - t0, out
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] as the 8-bit values a PNG would store."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def batch_invariance(in_batch: torch.Tensor, alone: torch.Tensor) -> dict:
     """The same seed's image made inside a batch and alone: max abs difference, and the fraction of 8-bit
     values that differ (the project promises the same image whatever the batch size)."""
+    from .images import to_uint8  # the 8-bit values a PNG of each would store
+
     return {"batch_invariance_max_diff": float((in_batch - alone).abs().max()),
-            "batch_invariance_8bit_changed": float((to_uint8(in_batch) != to_uint8(alone)).float().mean())}
+            "batch_invariance_8bit_changed": float((to_uint8(in_batch) != to_uint8(alone)).mean())}
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
