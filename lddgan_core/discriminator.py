@@ -119,14 +119,22 @@ def _conv(cin: int, cout: int, k: int, init_scale: float = 1.0, bias: bool = Tru
     return m
 
 
-def minibatch_stddev(x: torch.Tensor, max_group: int = 4, eps: float = 1e-8) -> torch.Tensor:
+STDDEV_GROUP = 4  # the official minibatch-stddev group size
+
+
+def stddev_group_size(batch: int, max_group: int = STDDEV_GROUP) -> int:
+    """The minibatch-stddev group size G used for a batch of `batch` samples (see minibatch_stddev)."""
+    return max(d for d in range(1, min(batch, max_group) + 1) if batch % d == 0)
+
+
+def minibatch_stddev(x: torch.Tensor, max_group: int = STDDEV_GROUP, eps: float = 1e-8) -> torch.Tensor:
     """StyleGAN minibatch-stddev (one feature group): append the mean over (C, H, W) of the per-group
     std of x as an extra channel.  [B, C, H, W] -> [B, C+1, H, W].  Sample b is grouped with the samples
     b' = b mod (B/G), as in the official ``out.view(group, -1, ...)``.
     Deviation: the official uses G = min(B, 4) and fails if G does not divide B; we use the largest
     G <= min(B, max_group) dividing B, which equals the official G whenever the official runs."""
     B, C, H, W = x.shape
-    g = max(d for d in range(1, min(B, max_group) + 1) if B % d == 0)
+    g = stddev_group_size(B, max_group)
     y = x.view(g, B // g, C, H, W)
     std = torch.sqrt(y.var(0, unbiased=False) + eps).mean(dim=(1, 2, 3))  # [B/G]
     std = std.view(1, B // g, 1, 1, 1).expand(g, B // g, 1, H, W).reshape(B, 1, H, W)
