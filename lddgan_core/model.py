@@ -8,13 +8,14 @@ import torch
 import torch.nn as nn
 
 from . import fast as fastpath
-from .autoencoder import Autoencoder
 from .config import ModelConfig
-from .diffusion import DiffusionCoefficients, PosteriorCoefficients
-from .errors import InputError
+from .diffusion.sampler import noised_start, NoiseSource, posterior_loop, start_step_for
+from .diffusion.schedule import DiffusionCoefficients, PosteriorCoefficients
+from .errors import CheckpointError, ConfigError, InputError
 from .fast import FastOptions
-from .generator import Generator
-from .sampling import NoiseSource, noised_start, posterior_loop, start_step_for
+from .formats.lddgan_file import key_mismatch, parse_dtype, read_model_file, save_model
+from .nets.autoencoder import Autoencoder
+from .nets.generator import Generator
 
 
 class LDDGAN(nn.Module):
@@ -226,6 +227,30 @@ class LDDGAN(nn.Module):
 
     # -- persistence ----------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, dtype: torch.dtype | str | None = None) -> str:
-        """Write our one-file format (see ``lddgan_core.io``) atomically; returns the path."""
-        from .io import save_model
+        """Write our one-file format (see ``lddgan_core.formats.lddgan_file``) atomically; returns the path."""
         return save_model(self, path, dtype=dtype)
+
+
+def load_model(path, device="cpu", dtype=torch.float32):
+    """Load our format. dtype=None keeps the stored precision; otherwise weights are cast."""
+    p = os.fspath(path)
+    meta, tensors = read_model_file(p)
+    try:
+        cfg = ModelConfig.from_dict(meta["config_dict"])
+    except ConfigError as e:
+        raise CheckpointError(f"model file {p!r}: {e}") from None
+    model = LDDGAN(cfg)
+    dtype = parse_dtype(dtype)
+    for prefix, module in (("generator.", model.generator), ("autoencoder.", model.autoencoder)):
+        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        missing, unexpected, shapes = key_mismatch(module.state_dict(), sd)
+        if missing or unexpected or shapes:
+            raise CheckpointError(f"model file {p!r}: {prefix[:-1]} weights do not match its config: "
+                                  f"missing {missing[:20]}, unexpected {unexpected[:20]}, shape mismatches {shapes[:20]}")
+        module.load_state_dict(sd, strict=True)
+    stray = sorted(k for k in tensors if not k.startswith(("generator.", "autoencoder.")))
+    if stray:
+        raise CheckpointError(f"model file {p!r}: unexpected tensors {stray[:20]}")
+    stored = next(iter(tensors.values())).dtype if tensors else torch.float32
+    model = model.to(device=device, dtype=dtype or stored)
+    return model.eval()

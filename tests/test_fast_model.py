@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import lddgan_core as L
-from lddgan_core import fast as fast_mod
-from lddgan_core import ops
+from lddgan_core.fast import decode as fast_mod
+from lddgan_core.nets import ops
 from lddgan_core.errors import ConfigError, InputError
 from lddgan_core.fast import FastOptions
 
@@ -83,8 +83,8 @@ def test_each_piece_matches_reference(random_model, piece, kind, monkeypatch):
         wrapped = lambda *a, **kw: (calls.append(1), target(*a, **kw))[1]  # noqa: E731
         monkeypatch.setattr(mod, fn_name, wrapped)
         if mod is ops:
-            import lddgan_core.autoencoder as ae_mod
-            import lddgan_core.generator as g_mod
+            import lddgan_core.nets.autoencoder as ae_mod
+            import lddgan_core.nets.generator as g_mod
             for module in (ae_mod, g_mod):
                 if hasattr(module, fn_name):
                     monkeypatch.setattr(module, fn_name, wrapped)
@@ -124,7 +124,7 @@ def test_all_pieces_together_and_back_to_reference_bit_exact(random_model):
 
 
 def test_parity_with_official_fixture_on_both_paths(official_tiny):
-    from lddgan_core.parity import check_fixture
+    from lddgan_core.tools.parity import check_fixture
 
     n = torch.get_num_threads()
     torch.set_num_threads(2)  # the fixtures were produced with 2 threads
@@ -192,7 +192,7 @@ def test_auto_chunk_respects_the_memory_budget(random_model, monkeypatch):
 @pytest.fixture
 def shipped_model():
     """The shipped default model in float32 (a trained autoencoder: tiles and whole images are comparable)."""
-    from lddgan_core.cli import default_model_path
+    from lddgan_core.tools.cli import default_model_path
 
     return L.io.load_model(default_model_path(), dtype=torch.float32)
 
@@ -223,7 +223,7 @@ def test_tiled_blend_is_exact_for_a_local_decoder():
 def test_tiled_decode_approximates_the_whole_image(shipped_model):
     """The shipped model at 4x its latent size (128 px images): tiles of the whole latent give the whole decode
     bit for bit; smaller tiles approach it as they grow (the decoder's attention sees one tile at a time)."""
-    from lddgan_core.bench import psnr
+    from lddgan_core.tools.bench import psnr
 
     m = shipped_model
     lat = m.sample(batch_size=2, seed=0, latent_size=(32, 32))
@@ -282,7 +282,7 @@ def test_sizes_follow_a_decoder_fallen_back_to_float32(random_model):
 
 
 def test_decode_estimate_grows_with_image_and_codebook():
-    from lddgan_core.bench import OFFICIAL
+    from lddgan_core.tools.bench import OFFICIAL
 
     kl = L.AutoencoderConfig(**OFFICIAL["lsun256"]["autoencoder"])
     vq = L.AutoencoderConfig(**OFFICIAL["celeba256"]["autoencoder"])

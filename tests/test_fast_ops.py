@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lddgan_core import ops
-from lddgan_core.autoencoder import AttnBlock as AEAttn
-from lddgan_core.autoencoder import ResnetBlock, Upsample
-from lddgan_core.generator import AttnBlock as GAttn
-from lddgan_core.generator import PyramidDown, ResBlock
+from lddgan_core.nets import ops
+from lddgan_core.nets.autoencoder import AttnBlock as AEAttn
+from lddgan_core.nets.autoencoder import ResnetBlock, Upsample
+from lddgan_core.nets.generator import AttnBlock as GAttn
+from lddgan_core.nets.generator import PyramidDown, ResBlock
 
 KERNELS = [(1, 3, 3, 1), (1, 1), (1, 2, 1), (1, 3, 3, 3, 3, 1)]
 SHAPES = [(2, 3, 8, 8), (1, 5, 6, 10), (3, 2, 1, 1)]

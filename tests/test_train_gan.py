@@ -67,7 +67,7 @@ def test_ema_update_formula(kl_setup):
 
 def sample_nn_distance(tr, n=32):
     """Mean L1 distance (diffusion space) from n generated latents to their nearest training latent."""
-    from lddgan_core.sampling import NoiseSource, posterior_loop
+    from lddgan_core.diffusion.sampler import NoiseSource, posterior_loop
 
     C, h, w = tr.model.latent_shape
     src = NoiseSource((n, C, h, w), tr.model.config.generator.nz, seeds=list(range(n)))

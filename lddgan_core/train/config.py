@@ -11,6 +11,7 @@ from typing import Any
 
 from ..config import AutoencoderConfig, GeneratorConfig, _from_dict, _to_dict
 from ..errors import ConfigError
+from .diffaug import parse_policy
 from .schedules import LR_SCHEDULES, REC_SCHEDULES
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -85,8 +86,6 @@ class TrainConfig(_DictMixin):
         _pos_int(self, "steps", "batch_size", "lazy_reg", "log_every", "num_samples", "ada_interval")
         if self.schedule_steps is not None:
             _pos_int(self, "schedule_steps")
-        from .diffaug import parse_policy
-
         parse_policy(self.d_augment)
         if not isinstance(self.augment_p, (int, float)) or not 0.0 <= self.augment_p <= 1.0:
             raise ConfigError(f"TrainConfig.augment_p must be in [0, 1], got {self.augment_p!r}")

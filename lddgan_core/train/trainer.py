@@ -21,15 +21,18 @@ import json
 
 import torch
 
-from ..diffusion import posterior_sample, q_sample_pairs
-from ..discriminator import DiscriminatorConfig, build_discriminator, stddev_group_size
+from ..atomic import atomic_write
+from ..config import ModelConfig
+from ..diffusion.sampler import NoiseSource, posterior_loop
+from ..diffusion.schedule import posterior_sample, q_sample_pairs
 from ..errors import CheckpointError, ConfigError
+from ..formats.safe_load import read_safetensors
 from ..model import LDDGAN
-from ..sampling import NoiseSource, posterior_loop
+from ..nets.discriminator import build_discriminator, DiscriminatorConfig, stddev_group_size
 from . import dist as tdist
 from . import diffaug
-from .config import TrainConfig, default_discriminator
-from .files import LOG_COLUMNS
+from .config import default_discriminator, TrainConfig
+from .files import DISC_FORMAT, LOG_COLUMNS, save_discriminator
 from .latents import LatentSet
 from .losses import d_fake_loss, d_real_loss, g_adv_loss, r1_penalty, rec_loss
 from .schedules import lr_at, progress_of, rec_weight
@@ -353,7 +356,6 @@ class GANTrainer:
 
     def finish(self, paths, provenance: dict | None = None):
         """Export the trained model (EMA generator) and write paths.model / paths.discriminator."""
-        from .files import save_discriminator
 
         model, files = self.export_model(provenance=provenance), {}
         if paths.model:
@@ -399,7 +401,6 @@ class GANTrainer:
         """Continue from `state` (written by state_dict). The model architecture, discriminator, data and
         training hyper-parameters must match (steps and logging intervals may differ)."""
         check_state(state, where)
-        from ..config import ModelConfig
 
         if ModelConfig.from_dict(json.loads(state["model_config"])) != self.model.config:
             raise CheckpointError(f"{where}: it was made for a different model architecture / schedule / scale factor")
@@ -456,7 +457,6 @@ def check_state(state, where: str = "training state", kind: str = "gan") -> None
 
 def save_state(path: str, state: dict) -> str:
     """Write a training state atomically (torch.save of tensors and plain Python values only)."""
-    from ..io import atomic_write
 
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -473,3 +473,20 @@ def load_state(path: str, kind: str = "gan") -> dict:
         raise CheckpointError(f"training state {os.fspath(path)!r} could not be read: {e}") from None
     check_state(state, f"training state {os.fspath(path)!r}", kind)
     return state
+
+
+def load_discriminator(path: str) -> tuple[dict, dict]:
+    """(config dict, state dict) of a discriminator file, or of the D inside a training state (.pt)."""
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"discriminator file {p!r} not found")
+    with open(p, "rb") as f:
+        zip_file = f.read(4) == b"PK\x03\x04"
+    if zip_file:
+        st = load_state(p)
+        return json.loads(st["disc_config"]), st["discriminator"]
+    tensors, meta = read_safetensors(p, what="discriminator")
+    if (meta or {}).get("format") != DISC_FORMAT:
+        raise CheckpointError(f"{p!r} is not a discriminator file (metadata format {DISC_FORMAT!r}); give one "
+                              f"written by a training run (discriminator.safetensors) or its train_state.pt")
+    return json.loads(meta["config"]), {k: v for k, v in tensors.items()}

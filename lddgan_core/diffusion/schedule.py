@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import DiffusionConfig
+from ..config import DiffusionConfig
 
 EPS_T = 1e-3
 

@@ -11,8 +11,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .diffusion import DiffusionCoefficients, PosteriorCoefficients, posterior_sample, q_sample
-from .errors import InputError
+from ..errors import InputError
+from .schedule import DiffusionCoefficients, posterior_sample, PosteriorCoefficients, q_sample
 
 
 def torch_seed(seed) -> int:

@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import AutoencoderConfig
-from .errors import InputError
+from ..config import AutoencoderConfig
+from ..errors import InputError
 from .ops import upsample_conv2x, upsample_conv_weight
 
 

@@ -43,7 +43,8 @@ from typing import Callable
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..nets import autoencoder as ae_mod, generator as g_mod
 
 _AUTOCAST = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 
@@ -122,8 +123,6 @@ class FastOptions:
 def configure(model, opts: FastOptions, device: torch.device | None = None) -> None:
     """Set the implementation switches of every submodule of an LDDGAN (or a bare Generator / Autoencoder)
     and its memory format. Reference settings restore the reference path exactly (NCHW weights)."""
-    from . import autoencoder as ae_mod
-    from . import generator as g_mod
 
     for m in model.modules():
         if isinstance(m, (g_mod.ResBlock, g_mod.PyramidDown)):

@@ -3,7 +3,7 @@
 G(x_{t+1}, t, z) -> x0 prediction in the (scaled) latent space. t is the integer step index, embedded
 sinusoidally; z is mapped by PixelNorm + MLP and modulates every GroupNorm (AdaGN). Submodules live in
 ModuleDicts keyed by resolution (``enc['16x16_block0']``) so state-dict keys read like the network;
-``lddgan_core.official`` maps the official ``all_modules.N`` layout onto these names.
+``lddgan_core.formats.official`` maps the official ``all_modules.N`` layout onto these names.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import GeneratorConfig
-from .errors import InputError
+from ..config import GeneratorConfig
+from ..errors import InputError
 from .ops import (fir_conv_downsample2x, fir_conv_downsample2x_conv, fir_downsample2x, fir_downsample2x_conv,
                   fir_upsample2x, fir_upsample2x_conv, make_fir_kernel, timestep_embedding)
 
