@@ -69,6 +69,7 @@ class TrainConfig(_DictMixin):
     ema_warmup: bool = False  # decay min(ema_decay, (1+step)/(10+step)): useful for short fine-tunes
     latent_mode: str = "sample"  # KL data: "sample" posterior.sample() (official) or "mean"
     precision: str = "auto"  # "fp32", "bf16" (autocast on CUDA or CPU) or "auto" (bf16 on CUDA, else fp32)
+    fast: bool = False  # fused Adam and the fast FIR resampling in G and D (same math; float rounding differs)
     # differentiable augmentation of D's inputs (train/diffaug.py): "off" or a comma list of translation, cutout,
     # flip, color; applied with probability augment_p, adapted towards E[sign D(real)] = ada_target when > 0
     d_augment: str = "off"
@@ -116,7 +117,7 @@ class TrainConfig(_DictMixin):
             raise ConfigError(f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
 
     # fields that may change when a run is resumed (they do not change the optimisation)
-    RESUMABLE_CHANGES = ("steps", "log_every", "sample_every", "save_every", "num_samples", "precision")
+    RESUMABLE_CHANGES = ("steps", "log_every", "sample_every", "save_every", "num_samples", "precision", "fast")
 
 
 # -- presets for new models -----------------------------------------------------------------------------

@@ -130,8 +130,10 @@ class GANTrainer:
             tdist.broadcast_module(net, self.world)
         betas = (cfg.beta1, cfg.beta2)
         # foreach: one fused update over all tensors (PyTorch only defaults to it on CUDA); same arithmetic
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, foreach=True)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, foreach=True)
+        # fast: one fused kernel per optimizer (CPU and CUDA); else foreach (the same arithmetic, op by op)
+        kind = {"fused": True} if cfg.fast else {"foreach": True}
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, **kind)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, **kind)
         self.step = 0  # iterations done
         self.history: list[dict] = []  # loss-log rows
         # differentiable augmentation of D's inputs (off for the official recipe)
