@@ -23,7 +23,7 @@ from .files import RunPaths
 from .latents import build_latents, estimate_scale_factor, LatentSet
 from .loop import fit, FitResult
 from .perceptual import PerceptualLoss
-from .trainer import GANTrainer, load_discriminator, load_state, plain_module_copy
+from .trainer import GANTrainer, load_discriminator, load_state, new_reference_model
 
 FinetuneResult = FitResult
 
@@ -167,7 +167,7 @@ def new_model(autoencoder_model, generator, latents: LatentSet | None = None, *,
                                                 schedule=schedule),
                       scale_factor=float(scale_factor), image_size=size, name=name,
                       provenance={"source": "train", "scale_factor": "estimated" if latents is not None else "given"})
-    m = plain_module_copy(cfg, seed, "cpu")
+    m = new_reference_model(cfg, seed, "cpu")
     with torch.no_grad():
         m.autoencoder.load_state_dict({k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
                                        for k, v in ae.state_dict().items()})
