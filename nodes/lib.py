@@ -23,4 +23,5 @@ parse_dtype = _file.parse_dtype
 save_model = _file.save_model
 decode_bytes_per_image = _fast.decode_bytes_per_image
 
-__all__ = ["L", "default_model_path", "start_step_for", "seeds_for_batch", "parse_dtype", "save_model", "decode_bytes_per_image"]
+__all__ = ["L", "default_model_path", "start_step_for", "seeds_for_batch", "parse_dtype", "save_model",
+           "decode_bytes_per_image"]
