@@ -18,8 +18,10 @@ _fast = import_module(L.__name__ + ".fast")
 
 default_model_path = _shipped.default_model_path
 start_step_for = _sampler.start_step_for
+seeds_for_batch = _sampler.seeds_for_batch
 parse_dtype = _file.parse_dtype
 save_model = _file.save_model
 decode_bytes_per_image = _fast.decode_bytes_per_image
 
-__all__ = ["L", "default_model_path", "start_step_for", "parse_dtype", "save_model", "decode_bytes_per_image"]
+__all__ = ["L", "default_model_path", "start_step_for", "seeds_for_batch", "parse_dtype", "save_model",
+           "decode_bytes_per_image"]

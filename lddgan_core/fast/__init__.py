@@ -1,6 +1,9 @@
-"""The fast inference path (see ``decode.py`` for the pieces): options, run-time context, decode planning,
-tiled decoding, compiled / CUDA-graphed callables."""
-from .decode import (autocast_dtype, CallableCache, channels_last_for, configure, CPU_DECODE_BUDGET,
-                     CUDA_DECODE_FRACTION, CUDAGraphed, decode_bytes_per_image, decode_chunk_size, decode_tile_size,
-                     decode_tiled, FastOptions, MIN_TILE, runtime, tile_starts, to_normal, warn_decoder_fallback,
-                     wrap)
+"""The fast inference path, chosen per model with ``LDDGAN.set_fast``:
+
+* ``options``: ``FastOptions``, one field per optimisation, and the ``NetImpl`` it builds the networks with;
+* ``context``: memory format, autocast dtype and grad mode of one call;
+* ``decode``: the one decode planner (chunk and tile sizes from a memory budget) and tiled decoding;
+* ``compiled``: torch.compile / CUDA-graph wrappers.
+"""
+from .options import MIN_TILE, FastOptions
+from .decode import DecodePlan, decode_bytes_per_image, plan_decode

@@ -18,12 +18,13 @@ import contextlib
 import copy
 import dataclasses
 import json
+import os
 
 import torch
 
 from ..atomic import atomic_write
 from ..config import ModelConfig
-from ..diffusion.sampler import NoiseSource, posterior_loop
+from ..diffusion.sampler import NoiseSource, sample_loop
 from ..diffusion.schedule import posterior_sample, q_sample_pairs
 from ..errors import CheckpointError, ConfigError
 from ..formats.safe_load import read_safetensors
@@ -51,20 +52,18 @@ def mix_seed(seed: int, index: int, salt: int) -> int:
     return (x * 0xBF58476D1CE4E5B9) & _MASK
 
 
-def plain_module_copy(model_config, seed: int, device) -> LDDGAN:
+def new_reference_model(model_config, seed: int, device) -> LDDGAN:
     """A new LDDGAN whose random init comes from `seed` without touching the caller's global RNG, on the
     reference (non-fast) path so that gradients flow through the tested reference ops."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(mix_seed(seed, 0, _SALT_INIT))
-        m = LDDGAN(model_config)
-    if hasattr(m, "set_fast"):
-        m.set_fast(False)
+        m = LDDGAN(model_config, fast=False)
     return m.to(device)
 
 
 def clone_model(model: LDDGAN, device, seed: int = 0) -> LDDGAN:
     """A float32 copy of `model` (a new object sharing no storage with it) on `device`."""
-    m = plain_module_copy(model.config, seed, "cpu")
+    m = new_reference_model(model.config, seed, "cpu")
     with torch.no_grad():
         for dst, src in ((m.generator, model.generator), (m.autoencoder, model.autoencoder)):
             dst.load_state_dict({k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
@@ -339,13 +338,13 @@ class GANTrainer:
     def sample_images(self, seeds, use_ema: bool = True) -> torch.Tensor:
         """Images [n, 3, H, W] in [-1, 1] from the EMA generator (as LDDGAN.sample(seeds=...) + decode)."""
         C, h, w = self.model.latent_shape
-        src = NoiseSource((len(seeds), C, h, w), self.model.config.generator.nz, seeds=list(seeds))
+        T = self.model.num_timesteps
+        src = NoiseSource.from_seeds(list(seeds), (C, h, w), self.model.config.generator.nz, T)
         net = self.ema if use_ema else self.G
         was = net.training
         net.eval()
         try:
-            x, _, _ = posterior_loop(net, self.model.posterior, src.initial().float().to(self.device),
-                                     self.model.num_timesteps, src)
+            x, _, _ = sample_loop(net, self.model.posterior, src.initial().float().to(self.device), src, T)
             return self.model.autoencoder.decode(x * self.model.scale_factor).float().clamp(-1, 1).cpu()
         finally:
             net.train(was)
@@ -371,9 +370,7 @@ class GANTrainer:
         cfg = self.model.config
         if provenance is not None:
             cfg = dataclasses.replace(cfg, provenance=provenance)
-        m = plain_module_copy(cfg, self.cfg.seed, "cpu")
-        if hasattr(m, "set_fast"):
-            m.set_fast(True)
+        m = new_reference_model(cfg, self.cfg.seed, "cpu").set_fast(True)
         with torch.no_grad():
             m.generator.load_state_dict({k: v.detach().cpu() for k, v in (self.ema if use_ema else self.G)
                                          .state_dict().items()})
