@@ -1,5 +1,6 @@
-"""Integration test against a real ComfyUI (runs only when $COMFYUI_DIR names a ComfyUI checkout;
-$COMFYUI_PYTHON: the interpreter with ComfyUI's requirements, default this one).
+"""Integration test against a real ComfyUI: $COMFYUI_DIR names a ComfyUI checkout, by default ../shared/comfyui
+beside the repository (CI has it; skipped when neither is there); $COMFYUI_PYTHON: the interpreter with ComfyUI's
+requirements, default this one.
 
 ComfyUI is started headless on 127.0.0.1 on the CPU with this pack linked into a temporary base
 directory's custom_nodes/. Checked: /object_info lists the nodes with tooltips; every API workflow and every
@@ -30,14 +31,14 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(HERE / "workflows")]
 import build as B  # noqa: E402  tests/workflows/build.py
 import comfy_workflow as CW  # noqa: E402
-from comfy_server import ComfyServer, error_of  # noqa: E402
+from comfy_server import ComfyServer, comfyui_dir, error_of  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 
-COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+COMFYUI_DIR = comfyui_dir()
 if not COMFYUI_DIR:  # one skip for the module, its reason printed in the summary (-rs in pyproject.toml)
-    pytest.skip("COMFYUI_DIR is not set: the real-ComfyUI integration test is skipped (set COMFYUI_DIR to a "
-                "ComfyUI checkout and COMFYUI_PYTHON to a Python with its requirements to run it)",
-                allow_module_level=True)
+    pytest.skip("no ComfyUI: COMFYUI_DIR is not set and ../shared/comfyui is absent, so the real-ComfyUI "
+                "integration test is skipped (set COMFYUI_DIR to a ComfyUI checkout and COMFYUI_PYTHON to a Python "
+                "with its requirements to run it)", allow_module_level=True)
 
 SHIPPED = "lddgan_tiny_fixture.safetensors"  # shipped 16 px fixture model: fast; the examples use B.SHIPPED
 OURS = ["LDDGANModelLoader", "LDDGANSampler", "LDDGANEncode", "LDDGANDecode", "LDDGANSaveModel", "LDDGANVAE",
