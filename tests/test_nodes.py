@@ -214,7 +214,7 @@ def test_same_seed_same_image_whatever_the_batch(shipped):
 
 def test_sampler_matches_the_library(shipped):
     lat = _sample(shipped, 7, 3)
-    assert set(lat) == {"samples"} and lat["samples"].shape == (3, 4, 8, 8)
+    assert set(lat) == {"samples", convert.LATENT_TAG} and lat["samples"].shape == (3, 4, 8, 8)
     torch.testing.assert_close(lat["samples"], shipped.sample(seeds=[7, 8, 9]), rtol=0, atol=1e-6)
 
 
@@ -369,7 +369,7 @@ def test_decode_and_encode_match_the_library(shipped):
     torch.testing.assert_close(img, ref, rtol=0, atol=1e-6)
     x = _image(3, B=2)
     lat = P.LDDGANEncode().encode(shipped, x)[0]
-    assert set(lat) == {"samples"} and lat["samples"].shape == (2, 4, 8, 8)
+    assert set(lat) == {"samples", convert.LATENT_TAG} and lat["samples"].shape == (2, 4, 8, 8)
     torch.testing.assert_close(lat["samples"], shipped.encode((x * 2 - 1).permute(0, 3, 1, 2).contiguous()),
                                rtol=0, atol=1e-6)
     rgba = torch.cat([x, torch.zeros(2, 16, 16, 1)], dim=-1)  # alpha dropped, as core VAE Encode does
