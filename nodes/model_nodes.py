@@ -49,8 +49,8 @@ class LDDGANModelLoader:
                     "tooltip": "An LDDGAN .safetensors model from models/lddgan or shipped with the pack "
                                "(lddgan_shapes32: the default, trained on procedural coloured shapes, 32x32 px; "
                                "lddgan_tiny_fixture: 16x16 px, random weights, for testing graphs). Fine-tune "
-                               "side files (.discriminator, .cache, .tmp-) are not listed. A model saved while "
-                               "the page is open appears after pressing R (refresh node definitions). Entries "
+                               "side files (.discriminator, .cache, .tmp-) are not listed. A model written by "
+                               "Save Model or Fine-Tune appears when that node has run (else press R). Entries "
                                "marked [download] are published weights (weights_manifest.json) not yet on "
                                "disk: they are fetched, verified and converted on first use when "
                                "allow_download is on."}),

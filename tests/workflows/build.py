@@ -163,8 +163,8 @@ def finetune(info):
           images=(f, 2))
     g.note((X0, Y0 + 536), "Fine-tuning with Weighted Learning: the model is trained on **example.png** (Load Image; "
                            "4 augmented versions) for 20 iterations and saved as models/lddgan/" + FINETUNE_NAME +
-                           ".safetensors. LDDGAN Model Loader lists it once the node list is refreshed: press **R** "
-                           "after the run. **Cancel** stops cleanly; queueing again with the same save_name resumes "
+                           ".safetensors, which LDDGAN Model Loader lists as soon as the run ends (if it does not, press "
+                           "**R** to refresh the node definitions). **Cancel** stops cleanly; queueing again with the same save_name resumes "
                            "(a finished run is returned as it is). For real use, connect your own images or give a "
                            "folder, and raise steps.\n\n" + NOTE, size=(300, 330))
     return g
