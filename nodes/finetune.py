@@ -182,7 +182,7 @@ class LDDGANFineTune:
         from PIL import Image
 
         bar = runtime.progress_bar(steps)
-        make_grid = import_module(L.__name__ + ".images").make_grid
+        make_grid = import_module(L.__name__ + ".data.images").make_grid
 
         def progress(step, total, logs, preview):  # after every iteration; preview: [n, 3, S, S] in [-1, 1]
             shown = None if preview is None else ("JPEG", Image.fromarray(make_grid(preview)), 512)
@@ -192,13 +192,13 @@ class LDDGANFineTune:
         device = runtime.compute_device()
         runtime.make_room_for_training(device)
         state = _train().RunPaths.beside(path).state
+        cfg = _train().finetune_config(steps=steps, batch_size=batch_size, lr_g=float(lr_g), lr_d=float(lr_d),
+                                       rec_schedule=schedule, gamma=float(gamma), r1_gamma=float(r1_gamma),
+                                       ema_decay=float(ema_decay), seed=int(seed), save_every=save_every)
         try:
-            res = _train().finetune(
-                model, images=x, folder=folder, steps=steps, batch_size=batch_size, lr_g=float(lr_g),
-                lr_d=float(lr_d), schedule=schedule, gamma=float(gamma), r1_gamma=float(r1_gamma),
-                ema_decay=float(ema_decay), augment=augment, seed=int(seed), save_path=path, save_every=save_every,
-                resume=True, progress=progress, should_stop=None, preview_every=max(1, steps // PREVIEWS),
-                device=device, log=log.info)
+            res = _train().finetune(model, images=x, folder=folder, config=cfg, augment=augment, save_path=path,
+                                    resume=True, progress=progress, should_stop=None,
+                                    preview_every=max(1, steps // PREVIEWS), device=device, log=log.info)
         except L.CheckpointError as e:
             if not os.path.isfile(state):
                 raise

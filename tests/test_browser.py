@@ -23,8 +23,8 @@ import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path[:0] = [str(HERE), str(HERE / "workflows")]
-import build as B  # noqa: E402  tests/workflows/build.py
+sys.path[:0] = [str(HERE), str(REPO / "tools")]
+import build_workflows as B  # noqa: E402  tools/build_workflows.py
 from comfy_server import ComfyServer, comfyui_dir  # noqa: E402
 
 COMFYUI_DIR = comfyui_dir()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lddgan_core.parity import ATOL_IMAGE, ATOL_LATENT, check_fixture
+from lddgan_core.tools.parity import ATOL_IMAGE, ATOL_LATENT, check_fixture
 from conftest import OWN_FIXTURE
 
 ROOT = Path(os.environ.get("LDDGAN_FIXTURES_ROOT", Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"))

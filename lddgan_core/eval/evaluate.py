@@ -20,9 +20,13 @@ import time
 
 import torch
 
+from ..data.images import quantize
+from ..data.shapes import HELDOUT_SEED, make_shapes, NUM_MODES
 from ..errors import InputError, LDDGANError
-from ..shapes import HELDOUT_SEED, NUM_MODES, make_shapes
+from ..model import LDDGAN, load_model
+from ..train.data import find_images
 from . import metrics as M
+from .classifier import load_classifier
 
 REAL_SEED = HELDOUT_SEED  # the held-out data generated images are compared with
 CEILING_SEED = HELDOUT_SEED + 1  # a second held-out set: real vs real
@@ -68,7 +72,6 @@ _CLASSIFIERS = _LRU(2)  # device -> the shipped classifier (one object, so its f
 
 def default_classifier(device="cpu"):
     """The shipped shapes classifier on `device`, loaded once per process."""
-    from .classifier import load_classifier
 
     return _CLASSIFIERS.get_or(str(torch.device(device)), lambda: load_classifier(device=device))
 
@@ -194,7 +197,7 @@ def _settings(featurizer: Featurizer, n: int) -> dict:
             "kl_eps": M.KL_EPS, "k_pr": K_PR, "k_dc": K_DC}
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
+def checked_uint8(images: torch.Tensor) -> torch.Tensor:
     """uint8 as is; float in [-1, 1] -> uint8 (rounded, like a saved PNG), on the CPU."""
     if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
         raise InputError(f"images: expected a tensor [N, 3, H, W], got "
@@ -208,7 +211,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
         raise InputError("images: contain NaN or infinite values")
     if x.numel() and (x.min() < -1.5 or x.max() > 1.5):
         raise InputError(f"images: float images must lie in [-1, 1], got {x.min().item():.3g}..{x.max().item():.3g}")
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    return quantize(x)
 
 
 # -- public API ------------------------------------------------------------------------------------------------
@@ -219,7 +222,7 @@ def evaluate_images(images: torch.Tensor, *, features: str = "shapes", inception
     shapes images, plus the real-vs-real ceiling with the same N. Returns a JSON-ready dict (see evaluate_model)."""
     log = log or (lambda m: None)
     t0 = time.perf_counter()
-    images = to_uint8(images)
+    images = checked_uint8(images)
     n = _check_n(images.shape[0], "the number of images")
     fz = featurizer or Featurizer(features, classifier, inception_weights, device)
     t1 = time.perf_counter()
@@ -244,7 +247,6 @@ def evaluate_model(model, *, n: int = 5000, seed: int = 0, batch: int = 64, feat
     "ceiling": {same for held-out seed 2 vs seed 1}, "real_histogram", "classifier", "sampling": {"images",
     "seconds", "images_per_s", "batch", "device"}, "timing"}; metrics are METRIC_KEYS.
     """
-    from ..model import LDDGAN
 
     log = log or (lambda m: None)
     t0 = time.perf_counter()
@@ -255,7 +257,6 @@ def evaluate_model(model, *, n: int = 5000, seed: int = 0, batch: int = 64, feat
         raise InputError(f"seed must be an integer >= 0, got {seed!r}")
     source = None
     if not isinstance(model, LDDGAN):
-        from ..io import load_model
 
         source = os.fspath(model)
         model = load_model(source, device=device or "cpu")
@@ -265,7 +266,7 @@ def evaluate_model(model, *, n: int = 5000, seed: int = 0, batch: int = 64, feat
     for start in range(0, n, batch):
         seeds = list(range(seed + start, seed + min(start + batch, n)))
         ts = time.perf_counter()
-        images = to_uint8(model.decode(model.sample(seeds=seeds)).clamp(-1, 1))
+        images = checked_uint8(model.decode(model.sample(seeds=seeds)).clamp(-1, 1))
         t_sample += time.perf_counter() - ts
         tf = time.perf_counter()
         parts.append(fz(images))
@@ -290,7 +291,6 @@ def load_image_folder(folder: str, n: int | None = None) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    from ..train.data import find_images
 
     paths = find_images(folder)
     if n is not None:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.images import load_image
+from ..diffusion.sampler import torch_seed
 from ..errors import InputError
-from ..sampling import torch_seed
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -40,7 +41,6 @@ def load_file(path: str, size: int) -> torch.Tensor:
     """One image file -> [3, size, size] in [-1, 1]; InputError saying why when it cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..images import load_image
 
     try:
         return load_image(path, size)[0]
@@ -132,6 +132,20 @@ class Augment:
 
     def key(self) -> str:
         return f"aug(c={self.copies},f={int(self.hflip)},t={self.translate},j={self.jitter})"
+
+    @classmethod
+    def coerce(cls, spec) -> "Augment | None":
+        """An Augment from what the edges pass: None / False / 0 / 1 (no augmentation), True (the defaults),
+        a number of copies, or an Augment."""
+        if spec is None or spec is False or spec == 0 or spec == 1:
+            return None
+        if spec is True:
+            return cls()
+        if isinstance(spec, cls):
+            return spec
+        if isinstance(spec, int):
+            return cls(copies=spec)
+        raise InputError(f"augment: expected a bool, a number of copies or an Augment, got {spec!r}")
 
 
 def augment(images: torch.Tensor, aug: Augment, seed: int) -> torch.Tensor:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import torch
 
-from .config import FORMAT_NAME, FORMAT_VERSION, ModelConfig
-from .errors import CheckpointError, ConfigError
+from ..atomic import atomic_write
+from ..config import FORMAT_NAME, FORMAT_VERSION
+from ..errors import CheckpointError, ConfigError
+from .safe_load import read_safetensors
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
            "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -28,38 +29,6 @@ def parse_dtype(dtype) -> torch.dtype | None:
     if str(dtype).lower() not in _DTYPES:
         raise ConfigError(f"dtype must be one of fp32, fp16, bf16, got {dtype!r}")
     return _DTYPES[str(dtype).lower()]
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where the OS allows (Linux); else set-and-restore."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | os.PathLike, write_fn) -> str:
-    """Call write_fn(tmp_path) then rename tmp_path to path; the temp file is removed on failure."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def save_model(model, path, dtype=None, overwrite: bool = True) -> str:
@@ -81,8 +50,6 @@ def save_model(model, path, dtype=None, overwrite: bool = True) -> str:
 
 def read_model_file(path) -> tuple[dict, dict]:
     """(metadata, tensors) of an LDDGAN file, validated. Raises CheckpointError for foreign files."""
-    from .safe_load import read_safetensors
-
     p = os.fspath(path)
     if os.path.isfile(p):  # name the actual kind of file instead of "bad safetensors header"
         with open(p, "rb") as f:
@@ -116,14 +83,6 @@ def read_model_file(path) -> tuple[dict, dict]:
     return meta, tensors
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> str:
-    """Write a text file (UTF-8) through atomic_write."""
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    return atomic_write(path, write)
-
-
 def key_mismatch(target: dict, given: dict) -> tuple[list[str], list[str], list[str]]:
     """(missing keys, unexpected keys, shape mismatches) of a state dict `given` against a module's `target`:
     what a strict-load error lists."""
@@ -132,30 +91,3 @@ def key_mismatch(target: dict, given: dict) -> tuple[list[str], list[str], list[
     shapes = [f"{k}: file {tuple(given[k].shape)} vs config {tuple(target[k].shape)}"
               for k in sorted(set(given) & set(target)) if given[k].shape != target[k].shape]
     return missing, unexpected, shapes
-
-
-def load_model(path, device="cpu", dtype=torch.float32):
-    """Load our format. dtype=None keeps the stored precision; otherwise weights are cast."""
-    from .model import LDDGAN
-
-    p = os.fspath(path)
-    meta, tensors = read_model_file(p)
-    try:
-        cfg = ModelConfig.from_dict(meta["config_dict"])
-    except ConfigError as e:
-        raise CheckpointError(f"model file {p!r}: {e}") from None
-    model = LDDGAN(cfg)
-    dtype = parse_dtype(dtype)
-    for prefix, module in (("generator.", model.generator), ("autoencoder.", model.autoencoder)):
-        sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        missing, unexpected, shapes = key_mismatch(module.state_dict(), sd)
-        if missing or unexpected or shapes:
-            raise CheckpointError(f"model file {p!r}: {prefix[:-1]} weights do not match its config: "
-                                  f"missing {missing[:20]}, unexpected {unexpected[:20]}, shape mismatches {shapes[:20]}")
-        module.load_state_dict(sd, strict=True)
-    stray = sorted(k for k in tensors if not k.startswith(("generator.", "autoencoder.")))
-    if stray:
-        raise CheckpointError(f"model file {p!r}: unexpected tensors {stray[:20]}")
-    stored = next(iter(tensors.values())).dtype if tensors else torch.float32
-    model = model.to(device=device, dtype=dtype or stored)
-    return model.eval()

@@ -22,8 +22,11 @@ from typing import Any, Callable
 
 import torch
 
-from .config import AutoencoderConfig, DiffusionConfig, GeneratorConfig, ModelConfig
-from .errors import CheckpointError, ConfigError
+from ..config import AutoencoderConfig, DiffusionConfig, GeneratorConfig, ModelConfig
+from ..errors import CheckpointError, ConfigError
+from ..model import LDDGAN
+from ..version import __version__
+from .safe_load import read_state_dict
 
 # Official argparse options that do not change the inference architecture (training, paths, I/O).
 _IGNORED_GENERATOR_ARGS = {
@@ -364,7 +367,6 @@ def _sha256(path) -> str:
 
 def _provenance(config, generator, autoencoder) -> dict:
     """Where the weights came from: file names and sha256 of the official files, library version."""
-    from . import __version__
 
     out = {"source": "official", "converter": f"lddgan_core {__version__}"}
     for key, src in (("generator", generator), ("autoencoder", autoencoder)):
@@ -382,8 +384,6 @@ def _provenance(config, generator, autoencoder) -> dict:
 def load_official(config, generator, autoencoder, *, device="cpu", dtype=torch.float32, name: str | None = None):
     """Build an LDDGAN from the official files: ``config`` (JSON path or dict), ``generator`` (netG_*.pth)
     and ``autoencoder`` (LDM .ckpt, or a state dict file). Paths may also be already-loaded dicts."""
-    from .model import LDDGAN
-    from .safe_load import read_state_dict
 
     gk, ae_cfg, diff, sf, image_size, cfg_name = parse_official_config(config)
     gwhat = f"generator file {os.fspath(generator)!r}" if not isinstance(generator, dict) else "generator state dict"

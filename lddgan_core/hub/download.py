@@ -26,7 +26,8 @@ import urllib.error
 import urllib.request
 from typing import Callable
 
-from .errors import LDDGANError
+from ..errors import LDDGANError
+from ..version import __version__
 
 Progress = Callable[[int, "int | None"], None]  # (bytes done, total bytes or None when unknown)
 CHUNK = 1 << 20
@@ -246,7 +247,6 @@ def download_file(url: str, path, *, size: int | None = None, sha256: str | None
     into place, and return the file's sha256 (hex). ``retries``: extra attempts after a retryable failure
     (interruption, timeout, 5xx), each resuming where the last stopped. ``timeout``: seconds for the
     connection and for each read."""
-    from . import __version__
 
     if not url.lower().startswith(("http://", "https://")):
         raise DownloadError(f"{url!r}: only http(s) URLs can be downloaded", url=url, path=os.fspath(path))
