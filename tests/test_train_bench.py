@@ -55,3 +55,22 @@ def test_gpu_suite_commands_and_short_run(tmp_path):
     res = gpu_suite.short_run("cpu", steps=3, batch=4, images=32, json_path=str(tmp_path / "run.json"))
     assert res["it_per_s"] > 0 and res["last"]["step"] == 3
     assert json.loads((tmp_path / "run.json").read_text())["steps"] == 3
+
+
+def _grads(net):
+    return torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
+
+
+def test_fast_training_ops_give_the_reference_gradients():
+    """TrainConfig.fast builds G and D with the strided-conv FIR (and SDPA): one D step (with R1, a double
+    backward) and one G step give the reference's gradients to float rounding."""
+    a = train_bench.make_trainer("recipe", 4, "fp32")
+    b = train_bench.make_trainer("recipe", 4, "fast")
+    assert b.G.impl.fir_conv and b.D.impl.fir_conv and not a.D.impl.fir_conv
+    d = a.draws(0)
+    for t in (a, b):
+        t.d_step(d, do_r1=True)
+        t.g_step(d, w=0.5)
+    for net in ("D", "G"):
+        ga, gb = _grads(getattr(a, net)), _grads(getattr(b, net))
+        assert float((ga - gb).norm() / ga.norm()) < 1e-5, net

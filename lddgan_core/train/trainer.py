@@ -30,6 +30,7 @@ from ..errors import CheckpointError, ConfigError
 from ..formats.safe_load import read_safetensors
 from ..model import LDDGAN
 from ..nets.discriminator import build_discriminator, DiscriminatorConfig, stddev_group_size
+from ..nets.ops import NetImpl
 from . import dist as tdist
 from . import diffaug
 from .config import default_discriminator, TrainConfig
@@ -43,6 +44,9 @@ STATE_VERSION = 1
 _MASK = (1 << 63) - 1
 _SALT_DATA, _SALT_STEP, _SALT_DROPOUT, _SALT_INIT = 0x5EED_DA7A, 0x5EED_57E9, 0x5EED_D209, 0x5EED_1417
 _SALT_AUG = 0x5EED_A06E
+# TrainConfig.fast: FIR resampling as strided / transposed convs and SDPA attention in G and D; the fused
+# no-grad block bodies never run in training (they need eval mode without grad)
+TRAIN_FAST_IMPL = NetImpl(fir_conv=True, sdpa=True)
 
 
 def mix_seed(seed: int, index: int, salt: int) -> int:
@@ -112,6 +116,8 @@ class GANTrainer:
         self.model = clone_model(model, self.device, cfg.seed)
         self.model.autoencoder.requires_grad_(False).eval()
         self.G = self.model.generator.train()
+        if cfg.fast:  # the op forms whose gradients equal the reference's (tests/test_train_bench.py)
+            self.G.set_impl(TRAIN_FAST_IMPL)
         self.ema = copy.deepcopy(self.G).requires_grad_(False).eval()
         if isinstance(disc_config, DiscriminatorConfig):
             disc_config = disc_config.to_dict()
@@ -121,15 +127,15 @@ class GANTrainer:
                               f"({2 * C})")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mix_seed(cfg.seed, 1, _SALT_INIT))
-            self.D = build_discriminator(self.disc_config)
+            self.D = build_discriminator(self.disc_config, TRAIN_FAST_IMPL if cfg.fast else NetImpl())
         if discriminator_state is not None:
             self.D.load_state_dict(discriminator_state, strict=True)
         self.D.to(self.device).train()
         for net in (self.G, self.ema, self.D):
             tdist.broadcast_module(net, self.world)
         betas = (cfg.beta1, cfg.beta2)
-        # foreach: one fused update over all tensors (PyTorch only defaults to it on CUDA); same arithmetic
-        # fast: one fused kernel per optimizer (CPU and CUDA); else foreach (the same arithmetic, op by op)
+        # fast: one fused kernel per optimizer (CPU and CUDA); else foreach (one update over all tensors, op by op;
+        # PyTorch only defaults to it on CUDA). The same arithmetic
         kind = {"fused": True} if cfg.fast else {"foreach": True}
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, **kind)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, **kind)
