@@ -233,9 +233,7 @@ def cmd_train_autoencoder(a) -> int:
                         codebook_beta=a.codebook_beta, perceptual_weight=a.perceptual_weight,
                         disc_weight=a.disc_weight, disc_start=a.disc_start, disc_layers=a.disc_layers, seed=a.seed,
                         log_every=a.log_every,
-                        sample_every=a.sample_every, save_every=a.save_every, num_samples=a.num_samples,
-                       fast=a.fast, d_augment=a.d_augment, augment_p=a.augment_p, ada_target=a.ada_target,
-                       ada_kimg=a.ada_kimg)
+                        sample_every=a.sample_every, save_every=a.save_every, num_samples=a.num_samples)
     if cfg.perceptual_weight > 0 and not a.perceptual_weights:
         raise SystemExit("error: --perceptual-weight > 0 needs --perceptual-weights FILE (a local VGG-16 state "
                          "dict in torchvision's layout; nothing is downloaded)")
