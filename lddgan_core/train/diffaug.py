@@ -130,21 +130,8 @@ def apply_pair(x_t: torch.Tensor, x_tp1: torch.Tensor, params: dict, spread: flo
     return out[0], out[1]
 
 
-def slice_params(params: dict, rows: slice) -> dict:
-    """The parameters of rows `rows` (a micro-batch) of a draw_params result."""
-    out = {}
-    for k, v in params.items():
-        if k == "cutout":
-            out[k] = (v[0][rows], v[1], v[2][rows])
-        elif k == "color":
-            out[k] = (v[0][rows], v[1][rows])
-        else:
-            out[k] = v[rows]
-    return out
-
-
-def take_params(params: dict, index: torch.Tensor) -> dict:
-    """Rows `index` (a permutation of the batch) of a draw_params result."""
+def take_params(params: dict, index) -> dict:
+    """Rows `index` (a slice, or an index tensor such as a permutation of the batch) of a draw_params result."""
     out = {}
     for k, v in params.items():
         if k == "cutout":

@@ -202,7 +202,7 @@ class GANTrainer:
                      else v[self._order]) for k, v in d.items()}
         start = self.world.rank * self.local_batch
         for j in range(start, start + self.local_batch, self.micro):
-            rows = {k: (None if v is None else diffaug.slice_params(v, slice(j, j + self.micro))
+            rows = {k: (None if v is None else diffaug.take_params(v, slice(j, j + self.micro))
                         if isinstance(v, dict) else v[j:j + self.micro]) for k, v in d.items()}
             x0 = self.data.draw(rows["index"], rows["eps"]) / self.model.scale_factor
             yield x0.to(self.device), {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in rows.items()}
