@@ -152,3 +152,37 @@ def test_errors_exit_2(tmp_path, model_file, monkeypatch, capsys):
                                                          "--inception-weights", str(weights))
     with pytest.raises(SystemExit):  # argparse: --model and --images exclude each other
         main(["eval", "--model", str(model_file), "--images", folder])
+
+
+def test_mode_images_and_evaluate_mode():
+    """mode_images returns only images of the asked mode; evaluate_mode scores a 'model' drawing real images of that
+    mode as in-mode with high precision / recall, and one drawing another mode as out of mode."""
+    import torch
+
+    from lddgan_core.data.shapes import make_shapes, mode_images
+    from lddgan_core.errors import InputError
+    from lddgan_core.eval.evaluate import evaluate_mode
+
+    imgs = mode_images(5, 12, seed=3)
+    assert imgs.shape == (12, 3, 32, 32) and imgs.dtype == torch.uint8
+    allimgs, lab = make_shapes(400, 3)
+    assert torch.equal(imgs, allimgs[lab["mode"] == 5][:12])
+    with pytest.raises(InputError):
+        mode_images(16, 1, seed=3)
+
+    class Drawing:  # a "model" whose samples are real images of one mode
+        device = torch.device("cpu")
+
+        def __init__(self, mode):
+            self.pool = mode_images(mode, 48, seed=4).float() / 127.5 - 1
+
+        def sample(self, seeds):
+            return torch.tensor(seeds)
+
+        def decode(self, idx):
+            return self.pool[idx % len(self.pool)]
+
+    good = evaluate_mode(Drawing(0), 0, n=48)
+    bad = evaluate_mode(Drawing(9), 0, n=48)
+    assert good["in_mode"] > 0.95 and bad["in_mode"] < 0.05
+    assert good["precision"] > 0.6 and good["recall"] > 0.6 and bad["precision"] < 0.1

@@ -148,6 +148,19 @@ def make_shapes(n: int, seed: int = TRAIN_SEED, size: int = 32, start: int = 0,
     return torch.cat(imgs), {k: torch.cat(v) for k, v in labels.items()}
 
 
+def mode_images(mode: int, n: int, seed: int, size: int = 32) -> torch.Tensor:
+    """The first n images of one mode in dataset `seed` (uint8 [n, 3, size, size]): the dataset is walked in
+    index order and the images of other modes are skipped, so the result is a fixed function of (mode, n, seed)."""
+    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode < NUM_MODES:
+        raise InputError(f"mode must be an integer in [0, {NUM_MODES}), got {mode!r}")
+    out, start, chunk = [], 0, max(64, 2 * NUM_MODES * n)
+    while sum(len(x) for x in out) < n:
+        imgs, lab = make_shapes(chunk, seed, size, start=start)
+        out.append(imgs[lab["mode"] == mode])
+        start += chunk
+    return torch.cat(out)[:n]
+
+
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N, 3, H, W] -> float32 in [-1, 1] (what the trainers and the autoencoder take)."""
     return images.float() / 127.5 - 1.0

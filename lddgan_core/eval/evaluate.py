@@ -21,7 +21,7 @@ import time
 import torch
 
 from ..data.images import quantize
-from ..data.shapes import HELDOUT_SEED, make_shapes, NUM_MODES
+from ..data.shapes import HELDOUT_SEED, make_shapes, mode_images, NUM_MODES
 from ..errors import InputError, LDDGANError
 from ..model import LDDGAN, load_model
 from ..train.data import find_images
@@ -285,6 +285,26 @@ def evaluate_model(model, *, n: int = 5000, seed: int = 0, batch: int = 64, feat
 
 
 # -- image folders -------------------------------------------------------------------------------------------
+def evaluate_mode(model, mode: int, *, n: int = 1000, seed: int = 0, real_seed: int = 1, batch: int = 64,
+                  featurizer: Featurizer | None = None) -> dict:
+    """A model fine-tuned on one shapes mode against n held-out images of that mode (dataset `real_seed`):
+    "in_mode" = share of n samples (seeds seed..seed+n-1) the classifier assigns to `mode` with confidence >= 0.5,
+    plus FID / precision / recall / density / coverage in the classifier's feature space."""
+    n = _check_n(n)
+    fz = featurizer or Featurizer("shapes", device=model.device)
+    parts = []
+    for start in range(0, n, batch):
+        seeds = list(range(seed + start, seed + min(n, start + batch)))
+        with torch.no_grad():
+            parts.append(quantize(model.decode(model.sample(seeds=seeds)).float().cpu()))
+    gen = fz(torch.cat(parts))
+    real = fz(mode_images(mode, n, real_seed))
+    out = {k: v for k, v in compare(gen, real).items() if k != "histogram"}
+    ok = (gen["modes"] == mode) & (gen["confidence"] >= MIN_CONFIDENCE)
+    out.update(mode=mode, n=n, in_mode=float(ok.double().mean()))
+    return out
+
+
 def load_image_folder(folder: str, n: int | None = None) -> torch.Tensor:
     """The images of a folder (recursive, sorted paths; png / jpg / webp) as uint8 [N, 3, H, W], the first n
     when n is given. All must have the same size."""

@@ -277,6 +277,39 @@ def run_probe(out: str, overrides: dict, log=None) -> list[dict]:
     return rows
 
 
+def run_finetune_mode(out: str, mode: int, *, n_images: int = 50, data_seed: int = 5, n_eval: int = 1000,
+                      finetune_args=(), log=None) -> dict:
+    """The few-image fine-tuning check: n_images shapes of one mode (dataset `data_seed`) written as PNGs to
+    <out>/data, then the user's command `lddgan finetune --data <out>/data --out <out>/run [finetune_args]` (its
+    defaults: the shipped default model, D augmentation on), timed, then evaluate_mode on n_eval samples against
+    n_eval held-out images of that mode. Writes and returns <out>/result.json."""
+    import subprocess
+
+    from PIL import Image
+
+    from ..data.shapes import mode_images, mode_name
+    from ..eval.evaluate import evaluate_mode
+    from ..model import load_model
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    data = os.path.join(out, "data")
+    os.makedirs(data, exist_ok=True)
+    for i, img in enumerate(mode_images(mode, n_images, data_seed)):
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(os.path.join(data, f"{i:03d}.png"))
+    cmd = [sys.executable, "-m", "lddgan_core", "finetune", "--data", data, "--out", os.path.join(out, "run"), "-q",
+           *finetune_args]
+    log("running: " + " ".join(cmd))
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    seconds = time.perf_counter() - t0
+    ev = evaluate_mode(load_model(os.path.join(out, "run", "model.safetensors")), mode, n=n_eval)
+    row = {"mode": mode, "mode_name": mode_name(mode), "images": n_images, "finetune_args": list(finetune_args),
+           "seconds": round(seconds, 1), **ev}
+    atomic_write_text(os.path.join(out, "result.json"), json.dumps(row, indent=1))
+    log(json.dumps(row))
+    return row
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lddgan_core.recipes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -303,12 +336,24 @@ def main(argv=None) -> int:
     q.add_argument("--set", default="{}", help='overrides as JSON, e.g. \'{"gen": {"use_tanh": false}, "scale": 2.5, '
                                               '"ngf": 32, "steps": 3000}\'')
     q.add_argument("--threads", type=int, default=None)
+    fm = sub.add_parser("finetune-mode", help="fine-tune the default model on N images of one shapes mode with "
+                                              "`lddgan finetune` and its defaults; evaluate against that mode")
+    fm.add_argument("--out", required=True)
+    fm.add_argument("--mode", type=int, required=True, help="0..15 (0 = red circle; mode = shape * 4 + colour)")
+    fm.add_argument("--images", type=int, default=50)
+    fm.add_argument("--n-eval", type=int, default=1000)
+    fm.add_argument("--threads", type=int, default=None)
+    fm.add_argument("finetune_args", nargs=argparse.REMAINDER, help="after --: extra `lddgan finetune` arguments")
     a = p.parse_args(argv)
     import torch
 
     if a.threads:
         torch.set_num_threads(a.threads)
 
+    if a.recipe == "finetune-mode":
+        extra = [x for x in a.finetune_args if x != "--"]
+        run_finetune_mode(a.out, a.mode, n_images=a.images, n_eval=a.n_eval, finetune_args=extra)
+        return 0
     if a.recipe == "probe":
         try:
             overrides = json.loads(a.set)
