@@ -144,7 +144,15 @@ def load_model(path, device="cpu", dtype=torch.float32):
         cfg = ModelConfig.from_dict(meta["config_dict"])
     except ConfigError as e:
         raise CheckpointError(f"model file {p!r}: {e}") from None
-    model = LDDGAN(cfg)
+    from .limits import check_finite_weights, check_weights_match
+
+    # before building anything: the config's sizes must be the weights' sizes, and the weights finite
+    check_weights_match(cfg, {k: tuple(v.shape) for k, v in tensors.items()}, f"model file {p!r}")
+    check_finite_weights(tensors, f"model file {p!r}")
+    try:
+        model = LDDGAN(cfg)
+    except ConfigError as e:  # e.g. a degenerate schedule
+        raise CheckpointError(f"model file {p!r}: {e}") from None
     dtype = parse_dtype(dtype)
     for prefix, module in (("generator.", model.generator), ("autoencoder.", model.autoencoder)):
         sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -14,6 +14,7 @@ from .diffusion import DiffusionCoefficients, PosteriorCoefficients
 from .errors import InputError
 from .fast import FastOptions
 from .generator import Generator
+from .limits import check_finite_output, check_finite_schedule
 from .sampling import NoiseSource, noised_start, posterior_loop, start_step_for
 
 
@@ -34,6 +35,7 @@ class LDDGAN(nn.Module):
         # Plain tensors, not buffers: they are derived from the config and never saved.
         self.coefficients = DiffusionCoefficients.from_config(config.diffusion)
         self.posterior = PosteriorCoefficients.from_config(config.diffusion)
+        check_finite_schedule(self.coefficients, self.posterior)
         self.set_fast(fast)
 
     # -- fast path ------------------------------------------------------------------------------------------
@@ -124,6 +126,8 @@ class LDDGAN(nn.Module):
             else:
                 outs = [fastpath.decode_tiled(self._decode_chunk, chunk, tile, f) for chunk in latents.split(n)]
             out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        check_finite_output(out, "decode", "the latents or the autoencoder weights are not finite, or half precision "
+                                           "overflowed (use fp32)")
         return fastpath.to_normal(out)
 
     def _decode_chunk(self, z: torch.Tensor) -> torch.Tensor:
@@ -213,6 +217,8 @@ class LDDGAN(nn.Module):
                 out = (x * sf).contiguous()
         finally:
             self.train(was_training)
+        check_finite_output(out, "sample", "non-finite weights, inputs or schedule, or half precision overflowed "
+                                           "(use fp32)")
         out, traj, x0s = fastpath.to_normal(out), fastpath.to_normal(traj), fastpath.to_normal(x0s)
         return (out, traj, x0s) if return_trajectory else out
 
