@@ -44,20 +44,63 @@ def _umask() -> int:
     return mask
 
 
+TMP_PREFIX = ".tmp-"  # temporary files of atomic_write: TMP_PREFIX + 8 random characters + the final name
+STALE_TMP_SECONDS = 3600  # a temporary file untouched this long belongs to a save that was killed
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the names of atomic_write's temporary files (never real models: do not list them)."""
+    return os.path.basename(name).startswith(TMP_PREFIX)
+
+
+def remove_stale_temps(path: str | os.PathLike, age: float = STALE_TMP_SECONDS) -> list[str]:
+    """Delete the temporary files that killed saves of ``path`` left beside it (our naming only, untouched for
+    ``age`` seconds, so a save still running elsewhere keeps its file). Returns what was removed."""
+    import re
+    import time
+
+    path = os.fspath(path)
+    folder, base = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+    pattern = re.compile(re.escape(TMP_PREFIX) + r"[a-z0-9_]{8}" + re.escape(base) + r"\Z")
+    removed, now = [], time.time()
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for n in names:
+        if pattern.match(n):
+            p = os.path.join(folder, n)
+            try:
+                if now - os.lstat(p).st_mtime >= age:
+                    os.unlink(p)
+                    removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, write_fn) -> str:
-    """Call write_fn(tmp_path) then rename tmp_path to path; the temp file is removed on failure."""
+    """Call write_fn(tmp_path) then rename tmp_path to path; the temp file is removed on failure. Temporary
+    files that killed earlier saves of the same path left behind are removed first. An OSError (read-only or
+    full destination) names ``path``, not the temporary file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    os.close(fd)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=os.path.basename(path), dir=folder)
+        os.close(fd)
         write_fn(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        fn = getattr(e, "filename", None)
+        if isinstance(e, OSError) and e.errno is not None and (
+                fn is None or fn == folder or (isinstance(fn, str) and is_temp_name(fn))):
+            raise type(e)(e.errno, e.strerror, path) from None
         raise
     return path
 
