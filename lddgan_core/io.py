@@ -79,6 +79,35 @@ def remove_stale_temps(path: str | os.PathLike, age: float = STALE_TMP_SECONDS) 
     return removed
 
 
+def _limit(folder: str, name: str, default: int) -> int:
+    try:
+        return int(os.pathconf(folder, name))
+    except (OSError, ValueError, AttributeError):
+        return default
+
+
+def check_paths_fit(paths, what: str, extra_name_chars: int = 0) -> None:
+    """Raise InputError unless every path in ``paths``, and the temporary name atomic_write gives it, fits the file
+    system's limits on a name and a path (checked before any work, so nothing is lost to a name that fails at
+    the end). ``extra_name_chars``: room to keep for names made inside a path later (a cache folder's files)."""
+    from .errors import InputError
+
+    for p in paths:
+        p = os.path.abspath(os.fspath(p))
+        folder = os.path.dirname(p)
+        while folder and not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            folder = os.path.dirname(folder)  # the nearest existing folder holds the file system's limits
+        name_max, path_max = _limit(folder, "PC_NAME_MAX", 255), _limit(folder, "PC_PATH_MAX", 4096)
+        tmp_name = TMP_PREFIX + "x" * 8 + os.path.basename(p)
+        longest = max(len(os.fsencode(tmp_name)), len(os.fsencode(os.path.basename(p))) + extra_name_chars)
+        if longest > name_max or len(os.fsencode(p)) + len(TMP_PREFIX) + 8 + extra_name_chars >= path_max:
+            over = longest - name_max
+            raise InputError(f"{what}: the name is too long for this file system: {os.path.basename(p)!r} and its "
+                             f"temporary name need {longest} characters, the limit is {name_max}"
+                             + (f" (shorten it by {over})" if over > 0 else f"; the full path must stay under "
+                                f"{path_max} characters"))
+
+
 def atomic_write(path: str | os.PathLike, write_fn) -> str:
     """Call write_fn(tmp_path) then rename tmp_path to path; the temp file is removed on failure. Temporary
     files that killed earlier saves of the same path left behind are removed first. An OSError (read-only or

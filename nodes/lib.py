@@ -21,5 +21,8 @@ start_step_for = _sampling.start_step_for
 parse_dtype = _io.parse_dtype
 save_model = _io.save_model
 decode_bytes_per_image = _fast.decode_bytes_per_image
+is_temp_name = _io.is_temp_name
+check_paths_fit = _io.check_paths_fit
 
-__all__ = ["L", "default_model_path", "start_step_for", "parse_dtype", "save_model", "decode_bytes_per_image"]
+__all__ = ["L", "default_model_path", "start_step_for", "parse_dtype", "save_model", "decode_bytes_per_image",
+           "is_temp_name", "check_paths_fit"]
