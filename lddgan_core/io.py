@@ -206,6 +206,22 @@ def key_mismatch(target: dict, given: dict) -> tuple[list[str], list[str], list[
     return missing, unexpected, shapes
 
 
+def validate_model_file(path) -> ModelConfig:
+    """Check an LDDGAN file completely without building the model: format, config (types and limits), the
+    weights' names and shapes against the config, finite weights. Returns the config."""
+    from .limits import check_finite_weights, check_weights_match
+
+    p = os.fspath(path)
+    meta, tensors = read_model_file(p)
+    try:
+        cfg = ModelConfig.from_dict(meta["config_dict"])
+    except ConfigError as e:
+        raise CheckpointError(f"model file {p!r}: {e}") from None
+    check_weights_match(cfg, {k: tuple(v.shape) for k, v in tensors.items()}, f"model file {p!r}")
+    check_finite_weights(tensors, f"model file {p!r}")
+    return cfg
+
+
 def load_model(path, device="cpu", dtype=torch.float32):
     """Load our format. dtype=None keeps the stored precision; otherwise weights are cast."""
     from .model import LDDGAN

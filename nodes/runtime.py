@@ -289,4 +289,9 @@ def install_download(entry, allow_download: bool) -> str:
         check_interrupt()
         bar.update_absolute(min(done, total or done), total or max(done, 1))
 
-    return zoo.ensure(entry.id, save_dir(), manifest=_manifest(), allow_download=allow_download, progress=progress)
+    def cancel():  # Cancel in ComfyUI raises its interrupt exception here, between two blocks of the download
+        check_interrupt()
+        return False
+
+    return zoo.ensure(entry.id, save_dir(), manifest=_manifest(), allow_download=allow_download, progress=progress,
+                      cancel=cancel)
