@@ -7,16 +7,23 @@ Trinh & Hamagami 2024). It never imports ComfyUI.
     lat = m.sample(batch_size=4, seed=0); img = m.decode(lat)
 """
 from .config import AutoencoderConfig, DiffusionConfig, GeneratorConfig, ModelConfig
-from .diffusion import (DiffusionCoefficients, PosteriorCoefficients, betas_for, posterior_mean, posterior_sample,
-                        q_sample, q_sample_pairs, time_grid)
-from .fast import FastOptions
+from .diffusion.schedule import (betas_for, DiffusionCoefficients, posterior_mean, posterior_sample,
+                                 PosteriorCoefficients, q_sample, q_sample_pairs, time_grid)
 from .errors import CheckpointError, ConfigError, InputError, LDDGANError
-from .io import load_model as load
-from .model import LDDGAN
-from .official import load_official
-from .train.schedules import rec_weight
+from .fast import FastOptions
+from .formats.official import load_official
+from .model import LDDGAN, load_model as load
+from .version import __version__
 
-__version__ = "0.1.0"
+
+def __getattr__(name):
+    """``rec_weight`` (the Weighted Learning schedule) is loaded on first use, so that ``import lddgan_core``
+    does not import the training package."""
+    if name == "rec_weight":
+        from .train.schedules import rec_weight
+        return rec_weight
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "LDDGAN", "load", "load_official", "ModelConfig", "GeneratorConfig", "AutoencoderConfig", "DiffusionConfig",

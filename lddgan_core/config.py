@@ -1,5 +1,5 @@
 """Frozen configuration dataclasses. Everything inference needs lives here and is stored in the
-safetensors metadata of a saved model (see ``lddgan_core.io``)."""
+safetensors metadata of a saved model (see ``lddgan_core.formats.lddgan_file``)."""
 from __future__ import annotations
 
 import dataclasses

@@ -106,8 +106,8 @@ def expected_shapes(cfg) -> dict[str, tuple]:
     device: nothing is allocated."""
     import torch
 
-    from .autoencoder import Autoencoder
-    from .generator import Generator
+    from .nets.autoencoder import Autoencoder
+    from .nets.generator import Generator
 
     out = {}
     with torch.device("meta"):

@@ -37,7 +37,7 @@ def _recorded_pid(path: str) -> int | None:
 @contextlib.contextmanager
 def run_lock(path: str | os.PathLike, what: str):
     """Hold the lock ``path`` for the duration; InputError naming ``what`` when another live process holds it."""
-    from .download import _try_lock
+    from .hub.download import _try_lock
 
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -47,6 +47,12 @@ def sample_bytes(model, h: int, w: int) -> int:
     return (maps + 2 * attn) * max(4, _dtype_size(model))
 
 
+def budget(free: int | None) -> int | None:
+    """Bytes a node may use: MEMORY_MARGIN of ``free`` (None when the free memory is unknown: the library's
+    own default budget then applies)."""
+    return None if free is None else int(free * MEMORY_MARGIN)
+
+
 def chunk_size(batch: int, per_sample: int, free: int | None) -> int:
     """Samples per chunk: as many as fit in MEMORY_MARGIN of ``free`` bytes (the whole batch when the
     free memory is unknown), at least 1."""

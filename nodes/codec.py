@@ -76,7 +76,9 @@ class LDDGANDecode:
         B, h, w = z.shape[0], z.shape[2], z.shape[3]
         pbar = runtime.progress_bar(B)
         with chunks.on_device(model) as device:
-            first = chunks.chunk_size(B, chunks.decode_bytes(model, h, w), runtime.free_memory(device))
-            images = chunks.run_chunked(B, first, lambda a, b: model_to_image(model.decode(z[a:b].to(device))),
+            # the library's one planner, within the memory this node may use; the library runs the plan as given
+            plan = model.plan_decode(z.shape, budget=chunks.budget(runtime.free_memory(device)))
+            images = chunks.run_chunked(B, plan.chunk,
+                                        lambda a, b: model_to_image(model.decode(z[a:b].to(device), plan=plan)),
                                         on_done=lambda n: pbar.update_absolute(n, B))
         return (images,)

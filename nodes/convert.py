@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .lib import L
+from .lib import L, seeds_for_batch
 
 FIT_MODES = ["error", "center crop", "crop and resize to model size"]
 
@@ -120,12 +120,12 @@ def latent_samples(latent, model, name: str = "latent", for_sampling: bool = Fal
 
 
 def seeds_for(seed: int, batch: int, batch_index=None) -> list[int]:
-    """Per-sample seeds: seed + batch_index[b] (seed + b without one), as ComfyUI core numbers samples.
-    Wrapped to 64 bits, the range torch.Generator accepts."""
+    """Per-sample seeds: seed + batch_index[b] (seed + b without one), as ComfyUI core numbers samples,
+    folded into torch's range by the library (``seeds_for_batch``)."""
     if batch_index is None:
         idx = list(range(batch))
     else:
         idx = [int(i) for i in batch_index]
         if len(idx) != batch:
             raise L.InputError(f"latent: batch_index has {len(idx)} entries for a batch of {batch}")
-    return [(int(seed) + i) % 2 ** 64 for i in idx]
+    return seeds_for_batch(seed, batch, idx)

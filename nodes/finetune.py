@@ -191,7 +191,7 @@ class LDDGANFineTune:
         from PIL import Image
 
         bar = runtime.progress_bar(steps)
-        make_grid = import_module(L.__name__ + ".images").make_grid
+        make_grid = import_module(L.__name__ + ".data.images").make_grid
 
         def progress(step, total, logs, preview):  # after every iteration; preview: [n, 3, S, S] in [-1, 1]
             shown = None if preview is None else ("JPEG", Image.fromarray(make_grid(preview)), 512)

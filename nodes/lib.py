@@ -11,18 +11,20 @@ except ImportError:  # "attempted relative import beyond top-level package": nod
 
 from importlib import import_module
 
-_cli = import_module(L.__name__ + ".cli")
-_sampling = import_module(L.__name__ + ".sampling")
-_io = import_module(L.__name__ + ".io")
+_shipped = import_module(L.__name__ + ".hub.shipped")
+_sampler = import_module(L.__name__ + ".diffusion.sampler")
+_file = import_module(L.__name__ + ".formats.lddgan_file")
 _fast = import_module(L.__name__ + ".fast")
 
-default_model_path = _cli.default_model_path
-start_step_for = _sampling.start_step_for
-parse_dtype = _io.parse_dtype
-save_model = _io.save_model
+default_model_path = _shipped.default_model_path
+start_step_for = _sampler.start_step_for
+seeds_for_batch = _sampler.seeds_for_batch
+parse_dtype = _file.parse_dtype
+save_model = _file.save_model
 decode_bytes_per_image = _fast.decode_bytes_per_image
-is_temp_name = _io.is_temp_name
-check_paths_fit = _io.check_paths_fit
+_atomic = import_module(L.__name__ + ".atomic")
+is_temp_name = _atomic.is_temp_name
+check_paths_fit = _atomic.check_paths_fit
 
-__all__ = ["L", "default_model_path", "start_step_for", "parse_dtype", "save_model", "decode_bytes_per_image",
+__all__ = ["L", "default_model_path", "start_step_for", "seeds_for_batch", "parse_dtype", "save_model", "decode_bytes_per_image",
            "is_temp_name", "check_paths_fit"]

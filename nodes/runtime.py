@@ -250,7 +250,7 @@ def training_roots() -> list[str] | None:
 def _manifest():
     """The weights manifest ($LDDGAN_MANIFEST or the pack's), or None when it cannot be read: a broken
     manifest must not break the loader's list of local models."""
-    zoo = import_module(L.__name__ + ".zoo")
+    zoo = import_module(L.__name__ + ".hub.zoo")
     try:
         return zoo.load_manifest()
     except L.LDDGANError as e:
@@ -260,7 +260,7 @@ def _manifest():
 
 def download_choices() -> list[str]:
     """'[download] <file>' labels for the manifest's models that are in no model folder yet."""
-    zoo = import_module(L.__name__ + ".zoo")
+    zoo = import_module(L.__name__ + ".hub.zoo")
     m = _manifest()
     if m is None:
         return []
@@ -269,7 +269,7 @@ def download_choices() -> list[str]:
 
 def download_entry(choice: str):
     """The manifest entry behind a '[download] ...' label (installed or not), else None."""
-    zoo = import_module(L.__name__ + ".zoo")
+    zoo = import_module(L.__name__ + ".hub.zoo")
     if not isinstance(choice, str) or not choice.startswith(zoo.DOWNLOAD_PREFIX):
         return None
     m = _manifest()
@@ -279,7 +279,7 @@ def download_entry(choice: str):
 def install_download(entry, allow_download: bool) -> str:
     """Path of the entry's converted model: already installed in a model folder, or downloaded (only when
     allowed), verified and converted into the save folder, with a progress bar over the bytes."""
-    zoo = import_module(L.__name__ + ".zoo")
+    zoo = import_module(L.__name__ + ".hub.zoo")
     for d in model_dirs():  # installed meanwhile (possibly by hand, or in another lddgan folder)
         if zoo.is_installed(entry, [d]):
             return zoo.ensure(entry.id, d, manifest=_manifest(), allow_download=False)

@@ -60,10 +60,11 @@ class LDDGANSampler:
                 raise L.InputError("latent: has a noise_mask (inpainting), which LDDGAN Sampler does not support; "
                                    "remove Set Latent Noise Mask")
             B, (h, w) = init.shape[0], init.shape[2:]
-            seeds, steps = seeds_for(seed, B, latent.get("batch_index")), start_step_for(denoise, T)
+            seeds, steps = seeds_for(seed, B, latent.get("batch_index")), start_step_for(denoise, T)  # mapped once
             out = {k: v for k, v in latent.items() if k != "samples"}  # keeps batch_index, as core samplers do
-            if steps == 0:
-                return ({**out, "samples": init.float().clone().to(runtime.output_device())},)
+            if steps == 0:  # nothing to run: the library returns the input (no device move needed)
+                return ({**out, "samples": model.sample(seeds=seeds, init_latent=init, start_step=0)
+                         .to(runtime.output_device())},)
 
         pbar = runtime.progress_bar(B * steps)
 
@@ -76,8 +77,7 @@ class LDDGANSampler:
                     runtime.check_interrupt()
 
                 x = None if init is None else init[a:b].to(device)
-                return model.sample(seeds=seeds[a:b], init_latent=x, denoise=float(denoise) if x is not None else 1.0,
-                                    callback=step)
+                return model.sample(seeds=seeds[a:b], init_latent=x, start_step=steps, callback=step)
 
             samples = chunks.run_chunked(B, first, run)
         return ({**out, "samples": samples},)

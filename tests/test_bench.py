@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from lddgan_core import bench
+from lddgan_core.tools import bench
 from lddgan_core.config import AutoencoderConfig, GeneratorConfig
 from test_models import OFFICIAL_AE, OFFICIAL_G  # the sizes tested against the official state dicts
 

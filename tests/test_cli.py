@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import lddgan_core as L
-from lddgan_core.cli import DEFAULT_MODEL, FIXTURE_MODEL, main
+from lddgan_core.tools.cli import DEFAULT_MODEL, FIXTURE_MODEL, main
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = Path(os.environ.get("LDDGAN_FIXTURES_DIR", REPO.parent / "shared" / "fixtures" / "official_tiny"))
@@ -107,7 +107,7 @@ def test_img2img_cli(tmp_path):
 
 
 def test_python_dash_m_and_no_comfy_import():
-    code = ("import sys, lddgan_core, lddgan_core.cli, lddgan_core.discriminator; "
+    code = ("import sys, lddgan_core, lddgan_core.tools.cli, lddgan_core.nets.discriminator; "
             "print(any(k == 'comfy' or k.startswith('comfy.') or k == 'folder_paths' for k in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
@@ -195,7 +195,7 @@ def test_download_errors_exit_2(tmp_path, capsys):
 
 
 def test_progress_bar_without_terminal():
-    from lddgan_core.cli import ProgressBar
+    from lddgan_core.tools.cli import ProgressBar
 
     s = io.StringIO()
     bar = ProgressBar(stream=s)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import lddgan_core as L
-from lddgan_core.cli import DEFAULT_MODEL
+from lddgan_core.tools.cli import DEFAULT_MODEL
 from lddgan_core.eval import evaluate_model
-from lddgan_core.recipes import SHAPES_AUTOENCODER, SHAPES_DEFAULTS, SHAPES_GENERATOR
+from lddgan_core.tools.recipes import SHAPES_AUTOENCODER, SHAPES_DEFAULTS, SHAPES_GENERATOR
 
 N = 256  # samples per check (seeds 0..255)
 # measured for the shipped file at N=256 (2026-11-22, latent scale 6.25): modes 11, unrecognised 0.23, FID 32.4,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import lddgan_core as L
-from lddgan_core.diffusion import geometric_variance, posterior_mean, vp_variance
+from lddgan_core.diffusion.schedule import geometric_variance, posterior_mean, vp_variance
 
 VP4 = L.DiffusionConfig(num_timesteps=4, beta_min=0.1, beta_max=20.0)
 

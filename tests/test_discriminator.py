@@ -1,4 +1,4 @@
-"""Tests for lddgan_core.discriminator (DDGAN time-conditioned discriminator), CPU only."""
+"""Tests for lddgan_core.nets.discriminator (DDGAN time-conditioned discriminator), CPU only."""
 import dataclasses
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lddgan_core.discriminator import (Discriminator, DiscriminatorConfig, build_discriminator,
+from lddgan_core.nets.discriminator import (Discriminator, DiscriminatorConfig, build_discriminator,
                                        minibatch_stddev)
 
 

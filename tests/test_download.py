@@ -1,4 +1,4 @@
-"""lddgan_core.download against a real HTTP server on 127.0.0.1 (http.server in a thread): full download,
+"""lddgan_core.hub.download against a real HTTP server on 127.0.0.1 (http.server in a thread): full download,
 interruption and resume (Range / If-Range), verification failures that leave nothing behind, clear errors."""
 import hashlib
 import http.server
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lddgan_core.download import DownloadError, download_file, file_lock
+from lddgan_core.hub.download import DownloadError, download_file, file_lock
 
 
 class FileServer:

@@ -11,8 +11,8 @@ from lddgan_core.errors import CheckpointError, InputError
 from lddgan_core.eval.classifier import (DEFAULT_PATH, ClassifierConfig, ClassifierTrainConfig, _blur,
                                          learning_rate, load_classifier, outlier_images, save_classifier,
                                          train_classifier)
-from lddgan_core.safe_load import read_safetensors
-from lddgan_core.shapes import make_shapes, to_model_range
+from lddgan_core.formats.safe_load import read_safetensors
+from lddgan_core.data.shapes import make_shapes, to_model_range
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_strict_loading_names_the_mismatch(tmp_path):
 
 
 def test_foreign_and_missing_files(tmp_path):
-    from lddgan_core.cli import DEFAULT_MODEL
+    from lddgan_core.tools.cli import DEFAULT_MODEL
 
     with pytest.raises(CheckpointError, match="not a lddgan-shapes-classifier file"):
         load_classifier(DEFAULT_MODEL)

@@ -9,9 +9,10 @@ import types
 import pytest
 import torch
 
-from lddgan_core.cli import _model_path, main
+from lddgan_core.hub.shipped import resolve_model_path as _model_path
+from lddgan_core.tools.cli import main
 from lddgan_core.eval import METRIC_KEYS, evaluate_images, evaluate_model
-from lddgan_core.shapes import make_shapes, save_folder, to_model_range
+from lddgan_core.data.shapes import make_shapes, save_folder, to_model_range
 
 
 @pytest.fixture

@@ -9,13 +9,28 @@ import pytest
 import torch
 
 import lddgan_core as L
-from lddgan_core import fast as fast_mod
-from lddgan_core import ops
+import lddgan_core.model as model_mod
+from lddgan_core.fast import compiled
+from lddgan_core.fast import decode as fast_mod
+from lddgan_core.nets import ops
 from lddgan_core.errors import ConfigError, InputError
 from lddgan_core.fast import FastOptions
 
 REF = FastOptions.reference()
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def chunk_of(m, lat, opts, tile=None):
+    """The planner's chunk size for `lat` under `opts` (budget and activation size as LDDGAN.decode uses them)."""
+    elem = fast_mod.decode_elem_size(opts, lat.device, m.decoder_fp32_fallback)
+    return fast_mod.decode_chunk_size(m.autoencoder.cfg, lat.shape, opts, elem, fast_mod.decode_budget(lat.device),
+                                      tile=tile)
+
+
+def tile_of(m, lat, opts):
+    """The planner's tile size for `lat` under `opts`."""
+    elem = fast_mod.decode_elem_size(opts, lat.device, m.decoder_fp32_fallback)
+    return fast_mod.decode_tile_size(m.autoencoder.cfg, lat.shape, opts, elem, fast_mod.decode_budget(lat.device))
 
 
 @pytest.fixture(autouse=True)
@@ -83,8 +98,8 @@ def test_each_piece_matches_reference(random_model, piece, kind, monkeypatch):
         wrapped = lambda *a, **kw: (calls.append(1), target(*a, **kw))[1]  # noqa: E731
         monkeypatch.setattr(mod, fn_name, wrapped)
         if mod is ops:
-            import lddgan_core.autoencoder as ae_mod
-            import lddgan_core.generator as g_mod
+            import lddgan_core.nets.autoencoder as ae_mod
+            import lddgan_core.nets.generator as g_mod
             for module in (ae_mod, g_mod):
                 if hasattr(module, fn_name):
                     monkeypatch.setattr(module, fn_name, wrapped)
@@ -124,7 +139,7 @@ def test_all_pieces_together_and_back_to_reference_bit_exact(random_model):
 
 
 def test_parity_with_official_fixture_on_both_paths(official_tiny):
-    from lddgan_core.parity import check_fixture
+    from lddgan_core.tools.parity import check_fixture
 
     n = torch.get_num_threads()
     torch.set_num_threads(2)  # the fixtures were produced with 2 threads
@@ -181,20 +196,20 @@ def test_auto_chunk_respects_the_memory_budget(random_model, monkeypatch):
     per = fast_mod.decode_bytes_per_image(m.config.autoencoder, *lat.shape[2:])
     assert per > 0
     monkeypatch.setattr(fast_mod, "CPU_DECODE_BUDGET", 2.5 * per)
-    assert fast_mod.decode_chunk_size(m, lat, m.fast) == 2
+    assert chunk_of(m, lat, m.fast) == 2
     monkeypatch.setattr(fast_mod, "CPU_DECODE_BUDGET", 0)
-    assert fast_mod.decode_chunk_size(m, lat, m.fast) == 1  # never below one image
-    assert fast_mod.decode_chunk_size(m, lat, m.fast.replace(decode_chunk=None)) == 6
-    assert fast_mod.decode_chunk_size(m, lat, m.fast.replace(decode_chunk=4)) == 4
+    assert chunk_of(m, lat, m.fast) == 1  # never below one image
+    assert chunk_of(m, lat, m.fast.replace(decode_chunk=None)) == 6
+    assert chunk_of(m, lat, m.fast.replace(decode_chunk=4)) == 4
 
 
 # -- tiled decoding -----------------------------------------------------------------------------------------
 @pytest.fixture
 def shipped_model():
     """The shipped default model in float32 (a trained autoencoder: tiles and whole images are comparable)."""
-    from lddgan_core.cli import default_model_path
+    from lddgan_core.tools.cli import default_model_path
 
-    return L.io.load_model(default_model_path(), dtype=torch.float32)
+    return L.load(default_model_path(), dtype=torch.float32)
 
 
 @pytest.mark.parametrize("n,tile,overlap", [(8, 8, 2), (20, 8, 2), (33, 16, 4), (9, 8, 7), (100, 24, 6)])
@@ -223,7 +238,7 @@ def test_tiled_blend_is_exact_for_a_local_decoder():
 def test_tiled_decode_approximates_the_whole_image(shipped_model):
     """The shipped model at 4x its latent size (128 px images): tiles of the whole latent give the whole decode
     bit for bit; smaller tiles approach it as they grow (the decoder's attention sees one tile at a time)."""
-    from lddgan_core.bench import psnr
+    from lddgan_core.tools.bench import psnr
 
     m = shipped_model
     lat = m.sample(batch_size=2, seed=0, latent_size=(32, 32))
@@ -240,19 +255,19 @@ def test_auto_tiles_only_images_over_the_budget(shipped_model, monkeypatch):
     m = shipped_model
     lat = m.sample(batch_size=3, seed=0, latent_size=(24, 16))
     cfg = m.config.autoencoder
-    assert fast_mod.decode_tile_size(m, lat, m.fast) is None  # fits: whole images, exact
+    assert tile_of(m, lat, m.fast) is None  # fits: whole images, exact
     whole = m.decode(lat)
     monkeypatch.setattr(fast_mod, "CPU_DECODE_BUDGET", fast_mod.decode_bytes_per_image(cfg, 16, 16))
-    tile = fast_mod.decode_tile_size(m, lat, m.fast)
+    tile = tile_of(m, lat, m.fast)
     assert tile == 16 and fast_mod.decode_bytes_per_image(cfg, tile, tile) <= fast_mod.CPU_DECODE_BUDGET
-    assert fast_mod.decode_chunk_size(m, lat, m.fast, tile=tile) == 1  # one tile's worth per chunk
+    assert chunk_of(m, lat, m.fast, tile=tile) == 1  # one tile's worth per chunk
     calls = []
     real = fast_mod.decode_tiled
-    monkeypatch.setattr(fast_mod, "decode_tiled", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
+    monkeypatch.setattr(model_mod, "decode_tiled", lambda *a, **k: (calls.append(a[2]), real(*a, **k))[1])
     out = m.decode(lat)
     assert calls == [16] * 3 and out.shape == whole.shape and 0 < (out - whole).abs().max() < 1.5
     assert m.set_fast(m.fast.replace(decode_tile=None)).decode(lat).shape == whole.shape and calls == [16] * 3
-    assert fast_mod.decode_tile_size(m, lat, FastOptions.reference()) is None  # the reference never tiles
+    assert tile_of(m, lat, FastOptions.reference()) is None  # the reference never tiles
     with pytest.raises(ConfigError, match="decode_tile"):
         FastOptions(decode_tile=4)
 
@@ -269,20 +284,21 @@ def test_decode_sizes_fixed_per_shape_when_compiled(shipped_model, monkeypatch):
     assert plans == [(None, 4)]
     m.set_fast(True)  # without compile: re-sized every call, so the collapsed budget now tiles
     with pytest.warns(RuntimeWarning, match="smallest tiles"):
-        assert fast_mod.decode_tile_size(m, lat, m.fast) == fast_mod.MIN_TILE
+        assert tile_of(m, lat, m.fast) == fast_mod.MIN_TILE
 
 
 def test_sizes_follow_a_decoder_fallen_back_to_float32(random_model):
     m = random_model().set_fast("bf16")
     lat = m.sample(batch_size=2, seed=0)
-    assert fast_mod._decode_elem(m, m.fast, lat.device) == 2  # CPU bf16 autocast: half-size activations
-    m._decoder_half_failed = True
-    assert fast_mod._decode_elem(m, m.fast, lat.device) == 4
-    assert fast_mod._decode_elem(m, FastOptions(), lat.device) == 4
+    # CPU bf16 autocast: half-size activations
+    assert fast_mod.decode_elem_size(m.fast, lat.device, m.decoder_fp32_fallback) == 2
+    m.decoder_fp32_fallback = True
+    assert fast_mod.decode_elem_size(m.fast, lat.device, m.decoder_fp32_fallback) == 4
+    assert fast_mod.decode_elem_size(FastOptions(), lat.device, m.decoder_fp32_fallback) == 4
 
 
 def test_decode_estimate_grows_with_image_and_codebook():
-    from lddgan_core.bench import OFFICIAL
+    from lddgan_core.tools.bench import OFFICIAL
 
     kl = L.AutoencoderConfig(**OFFICIAL["lsun256"]["autoencoder"])
     vq = L.AutoencoderConfig(**OFFICIAL["celeba256"]["autoencoder"])
@@ -367,7 +383,7 @@ def test_compile_switch_wraps_and_matches(random_model):
 
 def test_cuda_graphed_falls_back_off_gpu():
     calls = []
-    g = fast_mod.CUDAGraphed(lambda x, y=None: (calls.append(1), x * 2)[1])
+    g = compiled.CUDAGraphed(lambda x, y=None: (calls.append(1), x * 2)[1])
     out = g(torch.ones(2))
     assert torch.equal(out, torch.full((2,), 2.0)) and calls == [1] and g.graphs == {}
 
@@ -412,7 +428,7 @@ def test_cuda_graphs_match_eager(random_model, strict_fp32):
     for a, b in ((got1, ref), (got2, ref)):
         assert (a[0] - b[0]).abs().max() <= 1e-5 * max(1.0, float(b[0].abs().max()))
         assert (a[1] - b[1]).abs().max() <= 1e-4
-    assert any(isinstance(f, fast_mod.CUDAGraphed) and f.graphs for f in m._fast_cache.values())
+    assert any(isinstance(f, compiled.CUDAGraphed) and f.graphs for f in m._fast_cache.values())
 
 
 @cuda

@@ -4,11 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lddgan_core import ops
-from lddgan_core.autoencoder import AttnBlock as AEAttn
-from lddgan_core.autoencoder import ResnetBlock, Upsample
-from lddgan_core.generator import AttnBlock as GAttn
-from lddgan_core.generator import PyramidDown, ResBlock
+from lddgan_core.nets import ops
+from lddgan_core.nets.ops import NetImpl
+from lddgan_core.nets.autoencoder import AttnBlock as AEAttn
+from lddgan_core.nets.autoencoder import ResnetBlock, Upsample
+from lddgan_core.nets.generator import AttnBlock as GAttn
+from lddgan_core.nets.generator import PyramidDown, ResBlock
 
 KERNELS = [(1, 3, 3, 1), (1, 1), (1, 2, 1), (1, 3, 3, 3, 3, 1)]
 SHAPES = [(2, 3, 8, 8), (1, 5, 6, 10), (3, 2, 1, 1)]
@@ -78,13 +79,13 @@ def test_upsample_module_fast_path_and_weight_cache():
     x = torch.randn(2, 8, 4, 6)
     with torch.no_grad():
         ref = up(x)
-        up.impl = "conv"
+        up.impl = NetImpl(upsample_conv=True)
         fast = up(x)
         assert (fast - ref).abs().max() <= 1e-5
         up.conv.weight.mul_(2)  # in-place change: the cached fused kernel must follow
-        up.impl = "ref"
+        up.impl = NetImpl()
         ref2 = up(x)
-        up.impl = "conv"
+        up.impl = NetImpl(upsample_conv=True)
         assert (up(x) - ref2).abs().max() <= 1e-5
         assert (ref2 - ref).abs().max() > 0.1
     # with gradients the module keeps the reference form (the cache holds no graph)
@@ -102,7 +103,7 @@ def test_sdpa_attention_equals_reference(cls, C, HW):
     x = torch.randn(2, C, *HW)
     with torch.no_grad():
         ref = blk(x)
-        blk.attn_impl = "sdpa"
+        blk.impl = NetImpl(sdpa=True)
         fast = blk(x)
     assert (fast - ref).abs().max() <= 1e-5
     assert (ref - x).abs().max() > 0.1  # the attention does something
@@ -114,13 +115,13 @@ def test_generator_blocks_fast_fir(resample):
     x, temb, zemb = torch.randn(2, 8, 8, 8), torch.randn(2, 16), torch.randn(2, 6)
     with torch.no_grad():
         ref = blk(x, temb, zemb)
-        blk.fir_impl = "conv"
+        blk.impl = NetImpl(fir_conv=True)
         assert (blk(x, temb, zemb) - ref).abs().max() <= 1e-5
     pyr = PyramidDown(4, 8, (1, 3, 3, 1))
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
         ref = pyr(x)
-        pyr.fir_impl = "conv"
+        pyr.impl = NetImpl(fir_conv=True)
         assert (pyr(x) - ref).abs().max() <= 1e-5
 
 
@@ -130,7 +131,7 @@ def test_inplace_resnet_block_is_exact(cin, cout):
     x = torch.randn(2, cin, 6, 6)
     with torch.no_grad():
         ref = blk(x)
-        blk.inplace = True
+        blk.impl = NetImpl(fused=True)
         x0 = x.clone()
         out = blk(x)
     assert torch.equal(out, ref) and torch.equal(x, x0)  # same numbers; the input is not touched
@@ -148,11 +149,11 @@ def test_inplace_generator_block_matches_reference(resample, cin, cout, rescale)
             p.add_(0.2 * torch.randn_like(p))
     x, temb, zemb = torch.randn(2, cin, 8, 8), torch.randn(2, 16), torch.randn(2, 6)
     calls = []
-    fused = blk.norm0.forward_silu_
-    blk.norm0.forward_silu_ = lambda *a: (calls.append(1), fused(*a))[1]
+    silu = blk.norm0.silu  # records the calls of the fused form
+    blk.norm0.silu = lambda x, zemb, fused=False: (fused and calls.append(1), silu(x, zemb, fused))[1]
     with torch.no_grad():
         ref = blk(x, temb, zemb)
-        blk.inplace = True
+        blk.impl = NetImpl(fused=True)
         x0 = x.clone()
         out = blk(x, temb, zemb)
     assert calls == [1]  # the fused path ran

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lddgan_core.cli import FIXTURE_MODEL, main
+from lddgan_core.tools.cli import FIXTURE_MODEL, main
 
 from hardening_util import REPO
 
@@ -20,7 +20,7 @@ def _cli(args, *, mem_mb=3072, fsize=None, timeout=120):
     if fsize is not None:  # a 'full disk': writes past fsize bytes fail with EFBIG (the signal is ignored)
         pre += (f"signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
                 f"resource.setrlimit(resource.RLIMIT_FSIZE, ({fsize}, {fsize}))\n")
-    code = pre + f"from lddgan_core.cli import main\nsys.exit(main({list(args)!r}))\n"
+    code = pre + f"from lddgan_core.tools.cli import main\nsys.exit(main({list(args)!r}))\n"
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=REPO)

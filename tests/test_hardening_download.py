@@ -16,8 +16,9 @@ import sys  # noqa: E402,I001
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # nodes/ from the checkout
 
 import lddgan_core as L
-from lddgan_core import download as D, zoo
-from lddgan_core.cli import FIXTURE_MODEL
+from lddgan_core.hub import download as D, zoo
+from lddgan_core.formats.lddgan_file import read_model_file
+from lddgan_core.hub.shipped import FIXTURE_MODEL
 
 from hardening_util import REPO, result_of, run_limited
 
@@ -107,7 +108,7 @@ def test_complete_but_invalid_download_is_not_recorded(tmp_path):
     correct file of another size installs and is recorded."""
     from safetensors.torch import save_file
 
-    meta, tensors = L.io.read_model_file(FIXTURE_MODEL)
+    meta, tensors = read_model_file(FIXTURE_MODEL)
     tensors = dict(tensors)
     tensors["generator.conv_out.bias"] = tensors["generator.conv_out.bias"] * float("nan")
     bad_path = tmp_path / "bad.safetensors"
@@ -157,7 +158,7 @@ def test_official_files_recorded_only_after_conversion(official_tiny, tmp_path):
 def _download_in_child(url, path, **kw):
     return run_limited(f"""
         import json, time
-        from lddgan_core import download as D
+        from lddgan_core.hub import download as D
         t = time.time()
         try:
             D.download_file({url!r}, {str(path)!r}, retries=0, **{kw!r})
@@ -241,7 +242,7 @@ def test_full_destination_clean_error_and_part_removed(tmp_path):
             import json, resource, signal
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
-            from lddgan_core import download as D
+            from lddgan_core.hub import download as D
             try:
                 D.download_file({url!r}, {str(tmp_path / 'f.bin')!r}, retries=0); print(json.dumps({{"ok": True}}))
             except D.DownloadError as e:
@@ -284,7 +285,7 @@ def test_zip_bomb_is_not_extracted(official_tiny, tmp_path, declared):
              "import": {"autoencoder": cfg["autoencoder"]}}]}
         proc = run_limited(f"""
             import json
-            from lddgan_core import zoo
+            from lddgan_core.hub import zoo
             try:
                 zoo.ensure("ae", {str(tmp_path)!r}, manifest={d!r}, allow_download=True); print(json.dumps({{"ok": True}}))
             except zoo.ZooError as e:

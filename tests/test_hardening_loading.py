@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import lddgan_core as L
 from lddgan_core.errors import CheckpointError, ConfigError, NonFiniteError
-from lddgan_core.io import read_model_file
+from lddgan_core.formats.lddgan_file import read_model_file
 
 from hardening_util import result_of, run_limited
 
@@ -183,7 +183,7 @@ def test_zip_bomb_checkpoint_refused_before_inflating(tmp_path):
     assert p.stat().st_size < 2 << 20
     proc = run_limited(f"""
         import json, time
-        from lddgan_core.safe_load import read_state_dict
+        from lddgan_core.formats.safe_load import read_state_dict
         from lddgan_core.errors import CheckpointError
         t = time.time()
         try:
@@ -197,7 +197,7 @@ def test_zip_bomb_checkpoint_refused_before_inflating(tmp_path):
 
 def test_checkpoint_budget_from_config(tmp_path):
     """With an explicit byte budget (what load_official derives from the config), a file over it is refused."""
-    from lddgan_core.safe_load import read_state_dict
+    from lddgan_core.formats.safe_load import read_state_dict
 
     p = tmp_path / "w.pth"
     torch.save({"w": torch.zeros(1 << 18)}, p)  # 1 MiB
@@ -222,7 +222,7 @@ def test_legacy_checkpoint_declaring_huge_storage_refused(tmp_path):
     p2.write_bytes(huge)
     proc = run_limited(f"""
         import json
-        from lddgan_core.safe_load import read_state_dict
+        from lddgan_core.formats.safe_load import read_state_dict
         from lddgan_core.errors import CheckpointError
         try:
             read_state_dict({str(p2)!r}); print(json.dumps({{"ok": True}}))
@@ -231,7 +231,7 @@ def test_legacy_checkpoint_declaring_huge_storage_refused(tmp_path):
     """, mem_mb=1500)
     r = result_of(proc)
     assert r["ok"] is False and "4096.0 MiB of tensor data" in r["msg"], r
-    from lddgan_core.safe_load import read_state_dict
+    from lddgan_core.formats.safe_load import read_state_dict
     assert read_state_dict(p)["w"].shape == (4,)  # the honest file still loads
 
 
@@ -281,14 +281,13 @@ def test_nonfinite_sample_and_decode_are_errors():
 
 
 def test_nonfinite_output_cli_one_line_exit_2(tmp_path):
-    from lddgan_core import cli
 
     def edit(t):
         t["autoencoder.decoder.conv_out.bias"] = torch.full_like(t["autoencoder.decoder.conv_out.bias"], float("nan"))
     p = _rewrite(tmp_path, edit_tensors=edit)
     proc = run_limited(f"""
         import sys
-        from lddgan_core.cli import main
+        from lddgan_core.tools.cli import main
         sys.exit(main(["sample", "--model", {str(p)!r}, "--batch", "2", "--grid", {str(tmp_path / 'g.png')!r}]))
     """)
     assert proc.returncode == 2, proc.stderr

@@ -17,7 +17,7 @@ sys.path.insert(0, str(REPO))
 
 import lddgan_core as L  # noqa: E402
 import nodes as P  # noqa: E402
-from lddgan_core import io as LIO  # noqa: E402
+from lddgan_core import atomic as LIO  # noqa: E402
 from lddgan_core.train import RunPaths  # noqa: E402
 from nodes import chunks, finetune as F, runtime  # noqa: E402
 

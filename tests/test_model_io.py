@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 
 import lddgan_core as L
-from lddgan_core.diffusion import posterior_sample, q_sample
+from lddgan_core.diffusion.schedule import posterior_sample, q_sample
 
 
 @pytest.fixture(params=["official", "kl", "vq"])
@@ -193,7 +193,7 @@ def test_seeded_sampling_follows_official_draw_protocol(tiny_model, seed):
 def test_any_integer_seed(tiny_model):
     """ComfyUI seeds reach 2^64 - 1, so seed + b passes torch's range: such seeds fold mod 2^64; seeds torch
     accepts are used as they are (negative ones too)."""
-    from lddgan_core.sampling import torch_seed
+    from lddgan_core.diffusion.sampler import torch_seed
 
     assert [torch_seed(s) for s in (0, 2 ** 64 - 1, -1, -(2 ** 63))] == [0, 2 ** 64 - 1, -1, -(2 ** 63)]
     assert torch_seed(2 ** 64) == 0 and torch_seed(2 ** 64 + 5) == 5 and torch_seed(-(2 ** 63) - 1) == 2 ** 63 - 1

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import lddgan_core as L
-from lddgan_core.autoencoder import Autoencoder
+from lddgan_core.nets.autoencoder import Autoencoder
 from lddgan_core.config import AutoencoderConfig, GeneratorConfig
-from lddgan_core.generator import Generator
-from lddgan_core.official import generator_key_map
+from lddgan_core.nets.generator import Generator
+from lddgan_core.formats.official import generator_key_map
 
 # (generator kwargs, official state-dict key count, params in millions) from LDDGAN_FACTS.md
 OFFICIAL_G = {

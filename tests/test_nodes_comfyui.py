@@ -27,8 +27,8 @@ import lddgan_core as L
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path[:0] = [str(HERE), str(HERE / "workflows")]
-import build as B  # noqa: E402  tests/workflows/build.py
+sys.path[:0] = [str(HERE), str(REPO / "tools")]
+import build_workflows as B  # noqa: E402  tools/build_workflows.py
 import comfy_workflow as CW  # noqa: E402
 from comfy_server import ComfyServer, error_of  # noqa: E402
 from conftest import tiny_config  # noqa: E402
@@ -155,7 +155,7 @@ def test_models_from_extra_model_paths_load(server):
 
 
 def test_offline_core_node_specs_match_comfyui(info):
-    """The stand-in /object_info used offline (tests/comfy_workflow.py) agrees with the real one."""
+    """The stand-in /object_info used offline (tools/comfy_workflow.py) agrees with the real one."""
     for name, ours in CW.CORE_OBJECT_INFO.items():
         real = info[name]
         assert [g for g in ours["input_order"]] == [g for g in real["input_order"] if g != "hidden"]

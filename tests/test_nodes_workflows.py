@@ -11,9 +11,9 @@ import torch
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path[:0] = [str(REPO), str(HERE), str(HERE / "workflows")]
+sys.path[:0] = [str(REPO), str(HERE), str(REPO / "tools")]
 import nodes as P  # noqa: E402  nodes/ is not pip-installed: imported from the checkout
-import build as B  # noqa: E402  tests/workflows/build.py
+import build_workflows as B  # noqa: E402  tools/build_workflows.py
 import comfy_workflow as CW  # noqa: E402
 
 EXAMPLES = sorted((REPO / "example_workflows").glob("*.json"))
@@ -78,7 +78,7 @@ def test_builder_reproduces_the_committed_workflows(tmp_path):
         d.mkdir()
     B.build(ex, api, docs)
     for p in EXAMPLES:
-        assert (ex / p.name).read_text() == p.read_text(), f"{p.name}: rerun python tests/workflows/build.py"
+        assert (ex / p.name).read_text() == p.read_text(), f"{p.name}: rerun python tools/build_workflows.py"
         assert (api / f"{p.stem}.api.json").read_text() == (HERE / "workflows" / f"{p.stem}.api.json").read_text()
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import lddgan_core as L
 from lddgan_core.errors import ConfigError
-from lddgan_core.official import parse_official_config
+from lddgan_core.formats.official import parse_official_config
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lddgan_core.parity import ATOL_IMAGE, ATOL_LATENT, check_fixture
+from lddgan_core.tools.parity import ATOL_IMAGE, ATOL_LATENT, check_fixture
 
 ROOT = Path(os.environ.get("LDDGAN_FIXTURES_ROOT", Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"))
 SETS = sorted(p for p in ROOT.glob("*") if (p / "cases.safetensors").is_file() and (p / "netG.pth").is_file())

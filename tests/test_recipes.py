@@ -9,7 +9,7 @@ import torch
 
 import lddgan_core as L
 from lddgan_core.errors import InputError
-from lddgan_core.recipes import SHAPES_AUTOENCODER, ablation_table, _summarize, run_ablation, train_shapes
+from lddgan_core.tools.recipes import SHAPES_AUTOENCODER, ablation_table, _summarize, run_ablation, train_shapes
 
 TINY = dict(images=48, ae_steps=3, ae_batch=8, ae_lr=4e-4, gan_steps=3, gan_batch=8, lr_g=2e-4, lr_d=1e-4,
             r1_gamma=0.02, lazy_reg=2, ema_decay=0.9, gamma=6.0, timesteps=2, schedule="sigmoid", seed=0,

@@ -1,4 +1,4 @@
-"""Tests for lddgan_core.safe_load: safe checkpoint reading, restricted fallback, clear errors."""
+"""Tests for lddgan_core.formats.safe_load: safe checkpoint reading, restricted fallback, clear errors."""
 import argparse
 import collections
 import os
@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from lddgan_core.errors import CheckpointError
-from lddgan_core.safe_load import Opaque, _restricted_load, read_safetensors, read_state_dict
+from lddgan_core.formats.safe_load import Opaque, _restricted_load, read_safetensors, read_state_dict
 
 FIXTURES = pathlib.Path("/work/shared/fixtures/official_tiny")
 

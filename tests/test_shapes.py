@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lddgan_core.errors import InputError
-from lddgan_core.shapes import COLOURS, HUES, NUM_MODES, SHAPES, make_shapes, mode_name, save_folder, to_model_range
+from lddgan_core.data.shapes import COLOURS, HUES, NUM_MODES, SHAPES, make_shapes, mode_name, save_folder, to_model_range
 
 
 def test_deterministic_and_index_stable():
@@ -54,7 +54,7 @@ def test_shape_pixels_have_the_labelled_colour():
 
 def test_shape_areas_match_geometry():
     # anti-aliased coverage sums to the analytic area of each shape (fractions of r^2)
-    from lddgan_core.shapes import _masks, _params
+    from lddgan_core.data.shapes import _masks, _params
 
     p = _params(200, 3, 0)
     area = _masks(p, 32).sum(dim=(1, 2)) / (32 * p["radius"]) ** 2
@@ -79,7 +79,7 @@ def test_errors_and_helpers(tmp_path):
     save_folder(str(tmp_path), 6, seed=0)
     pngs = sorted(tmp_path.rglob("*.png"))
     assert len(pngs) == 6
-    from lddgan_core.images import load_image
+    from lddgan_core.data.images import load_image
 
     img = load_image(str(pngs[0]), 32)
     assert img.shape == (1, 3, 32, 32)

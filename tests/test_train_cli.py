@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 import lddgan_core as L
-from lddgan_core.cli import main
+from lddgan_core.tools.cli import main
 from lddgan_core.train import load_state
-from lddgan_core.train.cli import StopFlag, TrainBar
+from lddgan_core.tools.train_cli import StopFlag, TrainBar
 
 TINY_D = json.dumps({"kind": "small", "ngf": 8, "t_emb_dim": 16})
 

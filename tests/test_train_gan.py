@@ -67,13 +67,13 @@ def test_ema_update_formula(kl_setup):
 
 def sample_nn_distance(tr, n=32):
     """Mean L1 distance (diffusion space) from n generated latents to their nearest training latent."""
-    from lddgan_core.sampling import NoiseSource, posterior_loop
+    from lddgan_core.diffusion.sampler import NoiseSource, sample_loop
 
     C, h, w = tr.model.latent_shape
-    src = NoiseSource((n, C, h, w), tr.model.config.generator.nz, seeds=list(range(n)))
+    src = NoiseSource.from_seeds(list(range(n)), (C, h, w), tr.model.config.generator.nz, tr.model.num_timesteps)
     tr.G.eval()
     with torch.no_grad():
-        x, _, _ = posterior_loop(tr.G, tr.model.posterior, src.initial(), tr.model.num_timesteps, src)
+        x, _, _ = sample_loop(tr.G, tr.model.posterior, src.initial(), src, tr.model.num_timesteps)
     tr.G.train()
     data = tr.data.mean / tr.model.scale_factor
     return (x[:, None] - data[None]).abs().mean(dim=(2, 3, 4)).min(1).values.mean().item()

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lddgan_core.discriminator import build_discriminator
+from lddgan_core.nets.discriminator import build_discriminator
 from lddgan_core.train import d_fake_loss, d_real_loss, g_adv_loss, r1_penalty, rec_loss
 
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import lddgan_core as L
-from lddgan_core import zoo
-from lddgan_core.official import parse_official_config
+from lddgan_core.hub import zoo
+from lddgan_core.formats.official import parse_official_config
 from test_download import FileServer, refused_url
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,8 +93,8 @@ OFFICIAL = {"cifar10": (33.3, 272, 14.6, 4, 105.0, 32, {}),
 
 @pytest.mark.parametrize("entry_id", sorted(OFFICIAL))
 def test_manifest_hyperparameters_build_the_official_architectures(entry_id):
-    from lddgan_core.autoencoder import Autoencoder
-    from lddgan_core.generator import Generator
+    from lddgan_core.nets.autoencoder import Autoencoder
+    from lddgan_core.nets.generator import Generator
 
     gp, keys, ap, T, sf, px, inferred = OFFICIAL[entry_id]
     gk, ae, diff, scale, image_size, _ = parse_official_config(zoo.official_config(None, entry_id))
@@ -347,7 +347,7 @@ def test_zip_archive_is_extracted_on_arrival(official_tiny, tmp_path, tiny_model
 
 
 def test_model_entries_and_autoencoder_entries(official_tiny, tmp_path):
-    from lddgan_core.cli import FIXTURE_MODEL
+    from lddgan_core.tools.cli import FIXTURE_MODEL
 
     with FileServer() as srv:
         good = srv.add("/m/tiny.safetensors", open(FIXTURE_MODEL, "rb").read())

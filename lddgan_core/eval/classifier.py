@@ -1,4 +1,4 @@
-"""A small CNN that recognises the 16 modes of the procedural shapes data (lddgan_core.shapes); its pooled
+"""A small CNN that recognises the 16 modes of the procedural shapes data (lddgan_core.data.shapes); its pooled
 128-d activations are the default feature space of ``lddgan eval`` (FID, precision/recall, density/coverage)
 and its predictions give the mode histograms.
 
@@ -25,8 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..atomic import atomic_write
+from ..data.shapes import make_shapes, to_model_range
 from ..errors import CheckpointError, ConfigError, InputError
-from ..io import key_mismatch
+from ..formats.lddgan_file import key_mismatch
+from ..formats.safe_load import read_safetensors
 
 FORMAT_NAME = "lddgan-shapes-classifier"
 FORMAT_VERSION = 1
@@ -41,7 +44,7 @@ class ClassifierConfig:
     channels: tuple[int, ...] = (32, 64, 128)  # one stage per entry; stage s works at image_size / 2**s
     convs: tuple[int, ...] = (1, 1, 2)  # 3x3 convolutions (each GroupNorm + SiLU) per stage
     groups: int = 8  # GroupNorm groups (no running statistics: train and eval behave the same)
-    num_modes: int = 16  # classes: lddgan_core.shapes.NUM_MODES
+    num_modes: int = 16  # classes: lddgan_core.data.shapes.NUM_MODES
     image_size: int = 32  # inputs of other sizes are resized (bilinear, antialiased) to this
 
     @property
@@ -139,7 +142,7 @@ class ShapesClassifier(nn.Module):
         return self.run(images, batch)[0]
 
     def predict(self, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-        """images -> predicted modes int64 [N] (see lddgan_core.shapes.mode_name)."""
+        """images -> predicted modes int64 [N] (see lddgan_core.data.shapes.mode_name)."""
         return self.run(images, batch)[1].argmax(1)
 
 
@@ -148,7 +151,6 @@ def save_classifier(model: ShapesClassifier, path: str, info: dict | None = None
     """Write weights + config (+ training info) to a safetensors file, atomically."""
     from safetensors.torch import save_file
 
-    from ..io import atomic_write
 
     tensors = {k: v.detach().cpu().float().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
@@ -159,7 +161,6 @@ def save_classifier(model: ShapesClassifier, path: str, info: dict | None = None
 
 def load_classifier(path: str | None = None, device="cpu") -> ShapesClassifier:
     """Load a classifier file (default: the shipped one) strictly; eval mode. ``.info`` holds its training info."""
-    from ..safe_load import read_safetensors
 
     path = os.fspath(path or DEFAULT_PATH)
     tensors, meta = read_safetensors(path, what="shapes classifier")
@@ -276,7 +277,6 @@ def train_classifier(cfg: ClassifierTrainConfig = ClassifierTrainConfig(),
                      arch: ClassifierConfig = ClassifierConfig(), log=None) -> tuple[ShapesClassifier, dict]:
     """Train deterministically on one CPU thread; returns (model in eval mode, info: the training config and
     the held-out accuracy; no timings, so that the saved file is reproducible)."""
-    from ..shapes import make_shapes, to_model_range
 
     log = log or (lambda m: None)
     threads = torch.get_num_threads()

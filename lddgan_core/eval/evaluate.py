@@ -20,9 +20,12 @@ import time
 
 import torch
 
+from ..data.shapes import HELDOUT_SEED, make_shapes, NUM_MODES
 from ..errors import InputError, LDDGANError
-from ..shapes import HELDOUT_SEED, NUM_MODES, make_shapes
+from ..model import LDDGAN, load_model
+from ..train.data import find_images
 from . import metrics as M
+from .classifier import load_classifier
 
 REAL_SEED = HELDOUT_SEED  # the held-out data generated images are compared with
 CEILING_SEED = HELDOUT_SEED + 1  # a second held-out set: real vs real
@@ -68,7 +71,6 @@ _CLASSIFIERS = _LRU(2)  # device -> the shipped classifier (one object, so its f
 
 def default_classifier(device="cpu"):
     """The shipped shapes classifier on `device`, loaded once per process."""
-    from .classifier import load_classifier
 
     return _CLASSIFIERS.get_or(str(torch.device(device)), lambda: load_classifier(device=device))
 
@@ -244,7 +246,6 @@ def evaluate_model(model, *, n: int = 5000, seed: int = 0, batch: int = 64, feat
     "ceiling": {same for held-out seed 2 vs seed 1}, "real_histogram", "classifier", "sampling": {"images",
     "seconds", "images_per_s", "batch", "device"}, "timing"}; metrics are METRIC_KEYS.
     """
-    from ..model import LDDGAN
 
     log = log or (lambda m: None)
     t0 = time.perf_counter()
@@ -255,7 +256,6 @@ def evaluate_model(model, *, n: int = 5000, seed: int = 0, batch: int = 64, feat
         raise InputError(f"seed must be an integer >= 0, got {seed!r}")
     source = None
     if not isinstance(model, LDDGAN):
-        from ..io import load_model
 
         source = os.fspath(model)
         model = load_model(source, device=device or "cpu")
@@ -290,7 +290,6 @@ def load_image_folder(folder: str, n: int | None = None) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    from ..train.data import find_images
 
     paths = find_images(folder)
     if n is not None:

@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, InputError
+from ..formats.safe_load import read_state_dict
 
 __all__ = ["FIDInceptionV3", "load_inception", "FID_WEIGHTS_NAME", "FID_WEIGHTS_URL", "FEATURE_DIM"]
 
@@ -259,10 +260,9 @@ def load_inception(path: str | os.PathLike, device: str | torch.device = "cpu") 
 
     Accepts pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (or a safetensors copy of it) and torchvision
     ``inception_v3(num_classes=1008)`` state dicts with the same key names (``AuxLogits.*`` ignored). The file is
-    read with :mod:`lddgan_core.safe_load` (no pickled code runs); loading is strict (see ``_match_state_dict``).
+    read with :mod:`lddgan_core.formats.safe_load` (no pickled code runs); loading is strict (see ``_match_state_dict``).
     Nothing is ever downloaded.
     """
-    from ..safe_load import read_state_dict
 
     p = os.fspath(path)
     if not os.path.exists(p):

@@ -10,16 +10,16 @@ latents (images -> cached latents, scale-factor estimate), trainer (GANTrainer: 
 loop (fit: logs, grids, checkpoints, interrupt), dist (torch.distributed), autoencoder (KL / VQ training),
 files (run layout, CSV log, discriminator files), api (finetune, new_model, train_model).
 """
-from .api import FinetuneResult, finetune, new_model, shared_latents, train_autoencoder, train_model, training_mode
-from .autoencoder import AETrainConfig, AutoencoderTrainer, PatchDiscriminator, load_autoencoder, save_autoencoder
-from .config import AUTOENCODER_PRESETS, GENERATOR_PRESETS, TrainConfig, default_discriminator
+from .api import finetune, FinetuneResult, new_model, shared_latents, train_autoencoder, train_model, training_mode
+from .autoencoder import AETrainConfig, AutoencoderTrainer, load_autoencoder, PatchDiscriminator, save_autoencoder
+from .config import AUTOENCODER_PRESETS, default_discriminator, GENERATOR_PRESETS, TrainConfig
 from .data import Augment, find_images
-from .files import RunPaths, load_discriminator, read_log, save_discriminator
-from .latents import LatentSet, build_latents, estimate_scale_factor
-from .loop import FitResult, fit
+from .files import read_log, RunPaths, save_discriminator
+from .latents import build_latents, estimate_scale_factor, LatentSet
+from .loop import fit, FitResult
 from .losses import d_fake_loss, d_real_loss, g_adv_loss, r1_penalty, rec_loss
 from .schedules import lr_at, progress_of, rec_weight
-from .trainer import GANTrainer, load_state, save_state
+from .trainer import GANTrainer, load_discriminator, load_state, save_state
 
 __all__ = [
     "finetune", "FinetuneResult", "new_model", "train_model", "shared_latents", "training_mode", "TrainConfig",

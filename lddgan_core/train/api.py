@@ -12,16 +12,18 @@ from typing import Callable
 
 import torch
 
-from ..config import ModelConfig
+from ..config import AutoencoderConfig, DiffusionConfig, ModelConfig
 from ..errors import InputError
 from ..model import LDDGAN
 from . import dist as tdist
-from .config import TrainConfig, generator_config
-from .data import Augment
-from .files import RunPaths, load_discriminator
-from .latents import LatentSet, build_latents, estimate_scale_factor
-from .loop import FitResult, fit
-from .trainer import GANTrainer, load_state, plain_module_copy
+from .autoencoder import AETrainConfig, AutoencoderTrainer
+from .config import autoencoder_config, generator_config, TrainConfig
+from .data import Augment, from_tensor, load_images
+from .files import RunPaths
+from .latents import build_latents, estimate_scale_factor, LatentSet
+from .loop import fit, FitResult
+from .perceptual import PerceptualLoss
+from .trainer import GANTrainer, load_discriminator, load_state, new_reference_model
 
 FinetuneResult = FitResult
 
@@ -146,7 +148,6 @@ def new_model(autoencoder_model, generator, latents: LatentSet | None = None, *,
     (Autoencoder module, image_size) pair from ``load_autoencoder``) and a fresh generator from `generator` (a
     preset name or a GeneratorConfig dict). scale_factor "auto" estimates it from `latents` (see
     estimate_scale_factor) and records it in the config."""
-    from ..config import DiffusionConfig
 
     if isinstance(autoencoder_model, LDDGAN):
         ae, size = autoencoder_model.autoencoder, autoencoder_model.config.image_size
@@ -166,7 +167,7 @@ def new_model(autoencoder_model, generator, latents: LatentSet | None = None, *,
                                                 schedule=schedule),
                       scale_factor=float(scale_factor), image_size=size, name=name,
                       provenance={"source": "train", "scale_factor": "estimated" if latents is not None else "given"})
-    m = plain_module_copy(cfg, seed, "cpu")
+    m = new_reference_model(cfg, seed, "cpu")
     with torch.no_grad():
         m.autoencoder.load_state_dict({k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
                                        for k, v in ae.state_dict().items()})
@@ -192,11 +193,6 @@ def train_autoencoder(autoencoder, image_size: int, images: torch.Tensor | None 
     result.model is the trained Autoencoder."""
     import hashlib
 
-    from ..config import AutoencoderConfig
-    from .autoencoder import AETrainConfig, AutoencoderTrainer
-    from .config import autoencoder_config
-    from .data import from_tensor, load_images
-    from .perceptual import PerceptualLoss
 
     world = world or tdist.World()
     cfg = cfg or AETrainConfig()

@@ -21,15 +21,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..autoencoder import Autoencoder
+from ..atomic import atomic_write
 from ..config import AutoencoderConfig, FORMAT_VERSION
 from ..errors import CheckpointError, ConfigError, InputError
-from ..io import atomic_write
+from ..formats.lddgan_file import read_model_file
+from ..formats.safe_load import read_safetensors
+from ..nets.autoencoder import Autoencoder
 from . import dist as tdist
 from .config import _DictMixin, _nonneg, _pos_int
 from .files import AE_LOG_COLUMNS
 from .schedules import lr_at, progress_of
-from .trainer import STATE_FORMAT, STATE_VERSION, _opt_to_cpu, check_state, mix_seed
+from .trainer import _opt_to_cpu, check_state, mix_seed, STATE_FORMAT, STATE_VERSION
 
 AE_FORMAT = "lddgan-autoencoder"
 _SALT_DATA, _SALT_STEP, _SALT_DROPOUT, _SALT_INIT = 0xAE_DA7A, 0xAE_57E9, 0xAE_D209, 0xAE_1417
@@ -348,8 +350,6 @@ def save_autoencoder(ae: Autoencoder, path: str, image_size: int, provenance: di
 
 def load_autoencoder(path: str, device="cpu") -> tuple[Autoencoder, int]:
     """(Autoencoder in eval mode, its image size) from an autoencoder file or from a full LDDGAN model file."""
-    from ..io import read_model_file
-    from ..safe_load import read_safetensors
 
     p = os.fspath(path)
     if not os.path.isfile(p):

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.images import load_image
+from ..diffusion.sampler import torch_seed
 from ..errors import InputError
-from ..sampling import torch_seed
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -40,7 +41,6 @@ def load_file(path: str, size: int) -> torch.Tensor:
     """One image file -> [3, size, size] in [-1, 1]; InputError saying why when it cannot be read."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..images import load_image
 
     try:
         return load_image(path, size)[0]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class World:
@@ -57,7 +59,6 @@ def device_for(world: World, requested: str) -> torch.device:
 
 def split_batch(batch_size: int, micro_batch: int | None, world: World) -> tuple[int, int]:
     """(per-process batch, micro batch) of a global batch split over the processes of ``world``."""
-    from ..errors import ConfigError
 
     if batch_size % world.size:
         raise ConfigError(f"batch size {batch_size} must be divisible by the number of processes ({world.size})")

@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 
 
+from ..atomic import atomic_write, atomic_write_text
 from ..errors import CheckpointError
-from ..io import atomic_write, atomic_write_text
 
 AE_LOG_COLUMNS = ("step", "loss", "rec", "perceptual", "kl", "codebook", "g_adv", "d_weight", "d_loss", "lr",
                   "seconds")
@@ -82,23 +82,3 @@ def save_discriminator(D, path: str) -> str:
     tensors = {k: v.detach().cpu().contiguous() for k, v in D.state_dict().items()}
     meta = {"format": DISC_FORMAT, "format_version": "1", "config": json.dumps(D.cfg.to_dict(), sort_keys=True)}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
-
-
-def load_discriminator(path: str) -> tuple[dict, dict]:
-    """(config dict, state dict) of a discriminator file, or of the D inside a training state (.pt)."""
-    from ..safe_load import read_safetensors
-    from .trainer import load_state
-
-    p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise FileNotFoundError(f"discriminator file {p!r} not found")
-    with open(p, "rb") as f:
-        zip_file = f.read(4) == b"PK\x03\x04"
-    if zip_file:
-        st = load_state(p)
-        return json.loads(st["disc_config"]), st["discriminator"]
-    tensors, meta = read_safetensors(p, what="discriminator")
-    if (meta or {}).get("format") != DISC_FORMAT:
-        raise CheckpointError(f"{p!r} is not a discriminator file (metadata format {DISC_FORMAT!r}); give one "
-                              f"written by a training run (discriminator.safetensors) or its train_state.pt")
-    return json.loads(meta["config"]), {k: v for k, v in tensors.items()}

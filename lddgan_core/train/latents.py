@@ -13,9 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..atomic import atomic_write
+from ..diffusion.sampler import torch_seed
 from ..errors import CheckpointError, InputError
-from ..io import atomic_write
-from ..sampling import torch_seed
+from ..formats.safe_load import read_safetensors
+from .data import (augment as run_augment, bad_files_error, check_files, find_images, folder_fingerprint, from_tensor,
+                   load_file)
 
 CACHE_FORMAT = "lddgan-latents"
 
@@ -86,7 +89,6 @@ def save_latents(path: str, lat: LatentSet) -> str:
 
 def load_latents(path: str, fingerprint: str | None = None) -> LatentSet | None:
     """The cached LatentSet, or None when the file is absent or was made from other data."""
-    from ..safe_load import read_safetensors
 
     if not os.path.isfile(path):
         return None
@@ -113,8 +115,6 @@ def build_latents(autoencoder, image_size: int, *, images: torch.Tensor | None =
     never held in memory as pixels) and cached in cache_dir as latents-<fingerprint>.safetensors. The fingerprint
     covers the file list (paths, sizes, mtimes) or tensor bytes, the size, the augmentation and its seed, and
     the autoencoder's weights: a cache is reused only for the same inputs."""
-    from .data import (augment as run_augment, bad_files_error, check_files, find_images, folder_fingerprint,
-                       from_tensor, load_file)
 
     if images is None and folder is None:
         raise InputError("training data: give images (a [B, 3, H, W] tensor in [-1, 1]) and/or an image folder")

@@ -10,11 +10,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..images import make_grid, save_png
-from ..plots import loss_curve
-from ..sampling import torch_seed
+from ..data.images import make_grid, save_png
+from ..diffusion.sampler import torch_seed
 from . import dist as tdist
-from .files import RunPaths, append_log, write_log
+from .files import append_log, RunPaths, write_log
+from .plots import loss_curve
 from .trainer import save_state
 
 ProgressFn = Callable[[int, int, dict, "torch.Tensor | None"], None]

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
+from ..formats.safe_load import read_state_dict
 
 _CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]  # torchvision vgg16.features indices
 _WIDTHS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
@@ -64,7 +65,6 @@ class PerceptualLoss(nn.Module):
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "PerceptualLoss":
         """Load VGG-16 (and optional LPIPS lin) weights; strict: every conv tensor present with its shape."""
-        from ..safe_load import read_state_dict
 
         p = os.fspath(path)
         if not os.path.isfile(p):

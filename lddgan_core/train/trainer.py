@@ -21,14 +21,17 @@ import json
 
 import torch
 
-from ..diffusion import posterior_sample, q_sample_pairs
-from ..discriminator import DiscriminatorConfig, build_discriminator
+from ..atomic import atomic_write
+from ..config import ModelConfig
+from ..diffusion.sampler import NoiseSource, sample_loop
+from ..diffusion.schedule import posterior_sample, q_sample_pairs
 from ..errors import CheckpointError, ConfigError
+from ..formats.safe_load import read_safetensors
 from ..model import LDDGAN
-from ..sampling import NoiseSource, posterior_loop
+from ..nets.discriminator import build_discriminator, DiscriminatorConfig
 from . import dist as tdist
-from .config import TrainConfig, default_discriminator
-from .files import LOG_COLUMNS
+from .config import default_discriminator, TrainConfig
+from .files import DISC_FORMAT, LOG_COLUMNS, save_discriminator
 from .latents import LatentSet
 from .losses import d_fake_loss, d_real_loss, g_adv_loss, r1_penalty, rec_loss
 from .schedules import lr_at, progress_of, rec_weight
@@ -46,20 +49,18 @@ def mix_seed(seed: int, index: int, salt: int) -> int:
     return (x * 0xBF58476D1CE4E5B9) & _MASK
 
 
-def plain_module_copy(model_config, seed: int, device) -> LDDGAN:
+def new_reference_model(model_config, seed: int, device) -> LDDGAN:
     """A new LDDGAN whose random init comes from `seed` without touching the caller's global RNG, on the
     reference (non-fast) path so that gradients flow through the tested reference ops."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(mix_seed(seed, 0, _SALT_INIT))
-        m = LDDGAN(model_config)
-    if hasattr(m, "set_fast"):
-        m.set_fast(False)
+        m = LDDGAN(model_config, fast=False)
     return m.to(device)
 
 
 def clone_model(model: LDDGAN, device, seed: int = 0) -> LDDGAN:
     """A float32 copy of `model` (a new object sharing no storage with it) on `device`."""
-    m = plain_module_copy(model.config, seed, "cpu")
+    m = new_reference_model(model.config, seed, "cpu")
     with torch.no_grad():
         for dst, src in ((m.generator, model.generator), (m.autoencoder, model.autoencoder)):
             dst.load_state_dict({k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
@@ -278,13 +279,13 @@ class GANTrainer:
     def sample_images(self, seeds, use_ema: bool = True) -> torch.Tensor:
         """Images [n, 3, H, W] in [-1, 1] from the EMA generator (as LDDGAN.sample(seeds=...) + decode)."""
         C, h, w = self.model.latent_shape
-        src = NoiseSource((len(seeds), C, h, w), self.model.config.generator.nz, seeds=list(seeds))
+        T = self.model.num_timesteps
+        src = NoiseSource.from_seeds(list(seeds), (C, h, w), self.model.config.generator.nz, T)
         net = self.ema if use_ema else self.G
         was = net.training
         net.eval()
         try:
-            x, _, _ = posterior_loop(net, self.model.posterior, src.initial().float().to(self.device),
-                                     self.model.num_timesteps, src)
+            x, _, _ = sample_loop(net, self.model.posterior, src.initial().float().to(self.device), src, T)
             return self.model.autoencoder.decode(x * self.model.scale_factor).float().clamp(-1, 1).cpu()
         finally:
             net.train(was)
@@ -297,7 +298,6 @@ class GANTrainer:
 
     def finish(self, paths, provenance: dict | None = None):
         """Export the trained model (EMA generator) and write paths.model / paths.discriminator."""
-        from .files import save_discriminator
 
         model, files = self.export_model(provenance=provenance), {}
         if paths.model:
@@ -311,9 +311,7 @@ class GANTrainer:
         cfg = self.model.config
         if provenance is not None:
             cfg = dataclasses.replace(cfg, provenance=provenance)
-        m = plain_module_copy(cfg, self.cfg.seed, "cpu")
-        if hasattr(m, "set_fast"):
-            m.set_fast(True)
+        m = new_reference_model(cfg, self.cfg.seed, "cpu").set_fast(True)
         with torch.no_grad():
             m.generator.load_state_dict({k: v.detach().cpu() for k, v in (self.ema if use_ema else self.G)
                                          .state_dict().items()})
@@ -342,7 +340,6 @@ class GANTrainer:
         """Continue from `state` (written by state_dict). The model architecture, discriminator, data and
         training hyper-parameters must match (steps and logging intervals may differ)."""
         check_state(state, where)
-        from ..config import ModelConfig
 
         if ModelConfig.from_dict(json.loads(state["model_config"])) != self.model.config:
             raise CheckpointError(f"{where}: it was made for a different model architecture / schedule / scale factor")
@@ -388,7 +385,6 @@ def check_state(state, where: str = "training state", kind: str = "gan") -> None
 
 def save_state(path: str, state: dict) -> str:
     """Write a training state atomically (torch.save of tensors and plain Python values only)."""
-    from ..io import atomic_write
 
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -405,3 +401,20 @@ def load_state(path: str, kind: str = "gan") -> dict:
         raise CheckpointError(f"training state {os.fspath(path)!r} could not be read: {e}") from None
     check_state(state, f"training state {os.fspath(path)!r}", kind)
     return state
+
+
+def load_discriminator(path: str) -> tuple[dict, dict]:
+    """(config dict, state dict) of a discriminator file, or of the D inside a training state (.pt)."""
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"discriminator file {p!r} not found")
+    with open(p, "rb") as f:
+        zip_file = f.read(4) == b"PK\x03\x04"
+    if zip_file:
+        st = load_state(p)
+        return json.loads(st["disc_config"]), st["discriminator"]
+    tensors, meta = read_safetensors(p, what="discriminator")
+    if (meta or {}).get("format") != DISC_FORMAT:
+        raise CheckpointError(f"{p!r} is not a discriminator file (metadata format {DISC_FORMAT!r}); give one "
+                              f"written by a training run (discriminator.safetensors) or its train_state.pt")
+    return json.loads(meta["config"]), {k: v for k, v in tensors.items()}

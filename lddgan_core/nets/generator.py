@@ -3,7 +3,7 @@
 G(x_{t+1}, t, z) -> x0 prediction in the (scaled) latent space. t is the integer step index, embedded
 sinusoidally; z is mapped by PixelNorm + MLP and modulates every GroupNorm (AdaGN). Submodules live in
 ModuleDicts keyed by resolution (``enc['16x16_block0']``) so state-dict keys read like the network;
-``lddgan_core.official`` maps the official ``all_modules.N`` layout onto these names.
+``lddgan_core.formats.official`` maps the official ``all_modules.N`` layout onto these names.
 """
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import GeneratorConfig
-from .errors import InputError
-from .ops import (fir_conv_downsample2x, fir_conv_downsample2x_conv, fir_downsample2x, fir_downsample2x_conv,
-                  fir_upsample2x, fir_upsample2x_conv, make_fir_kernel, timestep_embedding)
+from ..config import GeneratorConfig
+from ..errors import InputError
+from .ops import (NetImpl, adagn_silu, add, attention, fir_conv_downsample2x, fir_conv_downsample2x_conv,
+                  fir_downsample2x, fir_downsample2x_conv, fir_upsample2x, fir_upsample2x_conv, make_fir_kernel,
+                  residual, timestep_embedding)
 
 _SQRT2 = math.sqrt(2.0)
 
@@ -57,25 +58,22 @@ class AdaGN(nn.Module):
         gamma, beta = self.style(zemb)[:, :, None, None].chunk(2, dim=1)
         return gamma * F.group_norm(x, self.num_groups, eps=1e-6) + beta
 
-    def forward_silu_(self, x, zemb):  # no-grad fast path: SiLU(AdaGN(x)) with one fused multiply-add, in place
+    def silu(self, x, zemb, fused: bool = False):  # SiLU(AdaGN(x)): ops.adagn_silu
         gamma, beta = self.style(zemb)[:, :, None, None].chunk(2, dim=1)
-        return F.silu(torch.addcmul(beta, gamma, F.group_norm(x, self.num_groups, eps=1e-6)), inplace=True)
+        return adagn_silu(x, gamma, beta, self.num_groups, fused)
 
 
 class ResBlock(nn.Module):
     """BigGAN-style residual block with AdaGN, optional FIR up/down-sampling of both paths.
 
-    ``fir_impl``: "ref" (upfirdn2d) or "conv" (strided / transposed depthwise convs); ``inplace``: when no
-    gradient is recorded, fused AdaGN multiply-adds and in-place SiLU / bias / residual ops (fewer passes over
-    memory); both set by ``lddgan_core.fast.configure``.
+    ``impl.fir_conv``: FIR resampling as strided / transposed depthwise convs; ``impl.fused``: when no gradient
+    is recorded (eval mode), fused AdaGN multiply-adds and in-place SiLU / bias / residual ops (``ops``).
     """
 
-    fir_impl = "ref"
-    inplace = False
-
     def __init__(self, in_ch: int, out_ch: int, temb_dim: int, z_dim: int, fir_kernel, resample: str | None = None,
-                 dropout: float = 0.0, skip_rescale: bool = True):
+                 dropout: float = 0.0, skip_rescale: bool = True, impl: NetImpl = NetImpl()):
         super().__init__()
+        self.impl = impl
         self.resample = resample
         self.skip_rescale = skip_rescale
         self.norm0 = AdaGN(in_ch, z_dim)
@@ -88,40 +86,29 @@ class ResBlock(nn.Module):
         self.register_buffer("fir", make_fir_kernel(fir_kernel), persistent=False)
 
     def forward(self, x, temb, zemb):  # [B, Cin, H, W] -> [B, Cout, H', W']
-        fused = self.inplace and not torch.is_grad_enabled() and not self.training
-        h = self.norm0.forward_silu_(x, zemb) if fused else F.silu(self.norm0(x, zemb))
+        fused = self.impl.fused and not torch.is_grad_enabled() and not self.training
+        h = self.norm0.silu(x, zemb, fused)
         if self.resample is not None:
-            fast = self.fir_impl == "conv"
             if self.resample == "up":
-                up = fir_upsample2x_conv if fast else fir_upsample2x
+                up = fir_upsample2x_conv if self.impl.fir_conv else fir_upsample2x
                 h, x = up(h, self.fir), up(x, self.fir)
             else:
-                down = fir_downsample2x_conv if fast else fir_downsample2x
+                down = fir_downsample2x_conv if self.impl.fir_conv else fir_downsample2x
                 h, x = down(h, self.fir), down(x, self.fir)
-        h = self.conv0(h)
-        if fused:
-            h = self.conv1(self.norm1.forward_silu_(h.add_(self.temb_proj(F.silu(temb))[:, :, None, None]), zemb))
-            h = h.add_(x if self.skip is None else self.skip(x))
-            return h.div_(_SQRT2) if self.skip_rescale else h
-        h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
-        h = F.silu(self.norm1(h, zemb))
-        h = self.conv1(self.dropout(h))
-        if self.skip is not None:
-            x = self.skip(x)
-        return (x + h) / _SQRT2 if self.skip_rescale else x + h
+        h = add(self.conv0(h), self.temb_proj(F.silu(temb))[:, :, None, None], inplace=fused)
+        h = self.conv1(self.dropout(self.norm1.silu(h, zemb, fused)))
+        return residual(h, x if self.skip is None else self.skip(x), self.skip_rescale, inplace=fused)
 
 
 class AttnBlock(nn.Module):
     """Single-head self-attention over all positions (NCSN++ AttnBlockpp), residual (x + h)/sqrt(2).
 
-    ``attn_impl``: "ref" (softmax of bmm) or "sdpa" (F.scaled_dot_product_attention, whose default scale
-    1/sqrt(head dim) is the C^-0.5 used here).
+    ``impl.sdpa``: F.scaled_dot_product_attention instead of softmax of bmm (``ops.attention``).
     """
 
-    attn_impl = "ref"
-
-    def __init__(self, channels: int, skip_rescale: bool = True):
+    def __init__(self, channels: int, skip_rescale: bool = True, impl: NetImpl = NetImpl()):
         super().__init__()
+        self.impl = impl
         self.skip_rescale = skip_rescale
         self.norm = nn.GroupNorm(_groups(channels), channels, eps=1e-6)
         self.q = nn.Linear(channels, channels)
@@ -132,12 +119,7 @@ class AttnBlock(nn.Module):
     def forward(self, x):  # [B, C, H, W]
         B, C, H, W = x.shape
         h = self.norm(x).flatten(2).transpose(1, 2)  # [B, HW, C]
-        q, k, v = self.q(h), self.k(h), self.v(h)
-        if self.attn_impl == "sdpa":
-            h = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]  # [B, HW, C]
-        else:
-            w = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * (C ** -0.5), dim=-1)  # [B, HW(q), HW(k)]
-            h = torch.bmm(w, v)
+        h = attention(self.q(h), self.k(h), self.v(h), self.impl.sdpa)  # [B, HW, C]
         h = self.proj(h).transpose(1, 2).reshape(B, C, H, W)
         return (x + h) / _SQRT2 if self.skip_rescale else x + h
 
@@ -145,17 +127,16 @@ class AttnBlock(nn.Module):
 class PyramidDown(nn.Module):
     """Input-pyramid step: FIR pre-filter then a stride-2 3x3 conv with bias (progressive_input='residual')."""
 
-    fir_impl = "ref"  # "ref" (upfirdn2d) or "conv" (depthwise conv)
-
-    def __init__(self, in_ch: int, out_ch: int, fir_kernel):
+    def __init__(self, in_ch: int, out_ch: int, fir_kernel, impl: NetImpl = NetImpl()):
         super().__init__()
+        self.impl = impl  # impl.fir_conv: the FIR blur as a depthwise conv instead of upfirdn2d
         self.weight = nn.Parameter(torch.zeros(out_ch, in_ch, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_ch))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         self.register_buffer("fir", make_fir_kernel(fir_kernel), persistent=False)
 
     def forward(self, x):  # [B, Cin, H, W] -> [B, Cout, H/2, W/2]
-        f = fir_conv_downsample2x_conv if self.fir_impl == "conv" else fir_conv_downsample2x
+        f = fir_conv_downsample2x_conv if self.impl.fir_conv else fir_conv_downsample2x
         return f(x, self.weight, self.bias, self.fir)
 
 
@@ -164,15 +145,19 @@ def _key(res: int, name: str) -> str:
 
 
 class Generator(nn.Module):
-    """NCSN++ (DDGAN variant): x_t [B, C, H, W], t int64 [B], z [B, nz] -> x0 prediction [B, C, H, W]."""
+    """NCSN++ (DDGAN variant): x_t [B, C, H, W], t int64 [B], z [B, nz] -> x0 prediction [B, C, H, W].
 
-    def __init__(self, cfg: GeneratorConfig):
+    ``impl`` chooses the form of its ops (``ops.NetImpl``; default: the reference); ``set_impl`` changes it."""
+
+    def __init__(self, cfg: GeneratorConfig, impl: NetImpl = NetImpl()):
         super().__init__()
         self.cfg = cfg
+        self.impl = impl
         nf, temb_dim, zd = cfg.nf, cfg.nf * 4, cfg.z_emb_dim
         res = cfg.resolutions
-        block = lambda i, o, r=None: ResBlock(i, o, temb_dim, zd, cfg.fir_kernel, r, cfg.dropout, cfg.skip_rescale)
-        attn = lambda c: AttnBlock(c, cfg.skip_rescale)
+        block = lambda i, o, r=None: ResBlock(i, o, temb_dim, zd, cfg.fir_kernel, r, cfg.dropout, cfg.skip_rescale,
+                                              impl)
+        attn = lambda c: AttnBlock(c, cfg.skip_rescale, impl)
 
         self.z_mapping = ZMapping(cfg.nz, zd, cfg.n_mlp)
         self.t_embed = nn.ModuleDict({"fc0": nn.Linear(nf, temb_dim), "fc1": nn.Linear(temb_dim, temb_dim)})
@@ -193,7 +178,7 @@ class Generator(nn.Module):
             if lvl != len(res) - 1:
                 self.enc[_key(r, "down")] = block(ch, ch, "down")
                 if cfg.progressive_input == "residual":
-                    self.enc[_key(r // 2, "pyramid")] = PyramidDown(pyr_ch, ch, cfg.fir_kernel)
+                    self.enc[_key(r // 2, "pyramid")] = PyramidDown(pyr_ch, ch, cfg.fir_kernel, impl)
                     pyr_ch = ch
                 skip_ch.append(ch)
 
@@ -216,6 +201,14 @@ class Generator(nn.Module):
         self.norm_out = nn.GroupNorm(_groups(ch), ch, eps=1e-6)
         self.conv_out = nn.Conv2d(ch, cfg.in_channels, 3, padding=1)
 
+    def set_impl(self, impl: NetImpl) -> "Generator":
+        """Run with the op forms of ``impl`` from now on (every block of this network); returns self."""
+        self.impl = impl
+        for blocks in (self.enc, self.mid, self.dec):
+            for block in blocks.values():
+                block.impl = impl
+        return self
+
     def check_inputs(self, x_t, t, z):
         cfg = self.cfg
         if not torch.is_tensor(x_t) or x_t.ndim != 4 or x_t.shape[1] != cfg.in_channels:
@@ -234,7 +227,7 @@ class Generator(nn.Module):
 
     def forward(self, x_t, t, z, *, temb=None, zemb=None):
         """x_t [B, C, H, W], t int64 [B], z [B, nz] -> x0 [B, C, H, W]. temb / zemb may be passed
-        precomputed (see ``embed``) to skip that work across steps."""
+        precomputed (``embed_time`` / ``embed_z``) to skip that work across steps."""
         self.check_inputs(x_t, t, z)
         cfg = self.cfg
         dtype = self.conv_in.weight.dtype
@@ -279,10 +272,6 @@ class Generator(nn.Module):
 
         h = self.conv_out(F.silu(self.norm_out(h)))
         return torch.tanh(h) if cfg.use_tanh else h
-
-    def embed(self, t, z):
-        """(t [B], z [B, nz]) -> (temb [B, 4nf], zemb [B, z_emb_dim])."""
-        return self.embed_time(t), self.embed_z(z)
 
     def embed_time(self, t):
         """t int64 [B] -> temb [B, 4nf]; depends on t only, so a sampler can compute it once per step index."""

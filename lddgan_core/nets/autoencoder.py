@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import AutoencoderConfig
-from .errors import InputError
-from .ops import upsample_conv2x, upsample_conv_weight
+from ..config import AutoencoderConfig
+from ..errors import InputError
+from .ops import NetImpl, attention_ldm, residual, upsample_conv2x, upsample_conv_weight
 
 
 def _norm(c: int) -> nn.GroupNorm:
@@ -23,12 +23,12 @@ def _norm(c: int) -> nn.GroupNorm:
 
 
 class ResnetBlock(nn.Module):
-    # True: SiLU and the residual add reuse their input's memory when no gradient is recorded (fewer
-    # fresh allocations of full-resolution tensors); set by ``lddgan_core.fast.configure``.
-    inplace = False
+    """GroupNorm, SiLU, 3x3 conv, twice, plus the (1x1-projected) input. ``impl.fused``: SiLU and the residual
+    add reuse their input's memory when no gradient is recorded (fewer fresh full-resolution tensors)."""
 
-    def __init__(self, in_ch: int, out_ch: int, dropout: float):
+    def __init__(self, in_ch: int, out_ch: int, dropout: float, impl: NetImpl = NetImpl()):
         super().__init__()
+        self.impl = impl
         self.norm1 = _norm(in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.norm2 = _norm(out_ch)
@@ -37,27 +37,21 @@ class ResnetBlock(nn.Module):
         self.nin_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
 
     def forward(self, x):  # [B, Cin, H, W] -> [B, Cout, H, W]
-        if self.inplace and not torch.is_grad_enabled() and not self.training:
-            h = self.conv1(F.silu(self.norm1(x), inplace=True))
-            h = self.conv2(F.silu(self.norm2(h), inplace=True))
-            return h.add_(x if self.nin_shortcut is None else self.nin_shortcut(x))
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        if self.nin_shortcut is not None:
-            x = self.nin_shortcut(x)
-        return x + h
+        fused = self.impl.fused and not torch.is_grad_enabled() and not self.training
+        h = self.conv1(F.silu(self.norm1(x), inplace=fused))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=fused)))
+        return residual(h, x if self.nin_shortcut is None else self.nin_shortcut(x), False, inplace=fused)
 
 
 class AttnBlock(nn.Module):
     """Single-head spatial self-attention with 1x1-conv projections; out = x + h.
 
-    ``attn_impl``: "ref" (softmax of bmm) or "sdpa" (F.scaled_dot_product_attention, default scale C^-0.5).
+    ``impl.sdpa``: F.scaled_dot_product_attention instead of softmax of bmm (``ops.attention_ldm``).
     """
 
-    attn_impl = "ref"
-
-    def __init__(self, c: int):
+    def __init__(self, c: int, impl: NetImpl = NetImpl()):
         super().__init__()
+        self.impl = impl
         self.norm = _norm(c)
         self.q = nn.Conv2d(c, c, 1)
         self.k = nn.Conv2d(c, c, 1)
@@ -68,16 +62,9 @@ class AttnBlock(nn.Module):
         B, C, H, W = x.shape
         h = self.norm(x)
         q = self.q(h).reshape(B, C, H * W).transpose(1, 2)  # [B, HW, C]
-        if self.attn_impl == "sdpa":
-            k = self.k(h).reshape(B, C, H * W).transpose(1, 2)  # [B, HW, C]
-            v = self.v(h).reshape(B, C, H * W).transpose(1, 2)
-            h = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]  # [B, HW, C]
-            h = h.transpose(1, 2).reshape(B, C, H, W)
-            return x + self.proj_out(h)
         k = self.k(h).reshape(B, C, H * W)  # [B, C, HW]
         v = self.v(h).reshape(B, C, H * W)
-        w = torch.softmax(torch.bmm(q, k) * (C ** -0.5), dim=2)  # [B, HW(q), HW(k)]
-        h = torch.bmm(v, w.transpose(1, 2)).reshape(B, C, H, W)
+        h = attention_ldm(q, k, v, self.impl.sdpa).reshape(B, C, H, W)
         return x + self.proj_out(h)
 
 
@@ -91,13 +78,12 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest 2x upsampling then a 3x3 conv. ``impl`` "conv": both as one stride-2 transposed conv with a
-    4x4 kernel derived from the 3x3 one (4/9 of the MACs, no upsampled copy; ``ops.upsample_conv2x``)."""
+    """Nearest 2x upsampling then a 3x3 conv. ``impl.upsample_conv`` (no grad): both as one stride-2 transposed
+    conv with a 4x4 kernel derived from the 3x3 one (4/9 of the MACs, no upsampled copy; ``ops.upsample_conv2x``)."""
 
-    impl = "ref"
-
-    def __init__(self, c: int):
+    def __init__(self, c: int, impl: NetImpl = NetImpl()):
         super().__init__()
+        self.impl = impl
         self.conv = nn.Conv2d(c, c, 3, padding=1)
         self._fused = (None, None)  # (key of the weight it was derived from, fused kernel)
 
@@ -115,7 +101,7 @@ class Upsample(nn.Module):
         return self._fused[1]
 
     def forward(self, x):  # [B, C, H, W] -> [B, C, 2H, 2W]
-        if self.impl == "conv" and not torch.is_grad_enabled():
+        if self.impl.upsample_conv and not torch.is_grad_enabled():
             return upsample_conv2x(x, self.conv.weight, self.conv.bias, self.fused_weight())
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
@@ -130,7 +116,7 @@ class _Level(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: AutoencoderConfig):
+    def __init__(self, cfg: AutoencoderConfig, impl: NetImpl = NetImpl()):
         super().__init__()
         ch, mult = cfg.ch, (1,) + tuple(cfg.ch_mult)
         self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
@@ -139,18 +125,18 @@ class Encoder(nn.Module):
         for i in range(len(cfg.ch_mult)):
             lvl = _Level()
             for _ in range(cfg.num_res_blocks):
-                lvl.block.append(ResnetBlock(c, ch * mult[i + 1], cfg.dropout))
+                lvl.block.append(ResnetBlock(c, ch * mult[i + 1], cfg.dropout, impl))
                 c = ch * mult[i + 1]
                 if res in cfg.attn_resolutions:
-                    lvl.attn.append(AttnBlock(c))
+                    lvl.attn.append(AttnBlock(c, impl))
             if i != len(cfg.ch_mult) - 1:
                 lvl.downsample = Downsample(c)
                 res //= 2
             self.down.append(lvl)
         self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(c, c, cfg.dropout)
-        self.mid.attn_1 = AttnBlock(c)
-        self.mid.block_2 = ResnetBlock(c, c, cfg.dropout)
+        self.mid.block_1 = ResnetBlock(c, c, cfg.dropout, impl)
+        self.mid.attn_1 = AttnBlock(c, impl)
+        self.mid.block_2 = ResnetBlock(c, c, cfg.dropout, impl)
         self.norm_out = _norm(c)
         self.conv_out = nn.Conv2d(c, 2 * cfg.z_channels if cfg.double_z else cfg.z_channels, 3, padding=1)
 
@@ -168,7 +154,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: AutoencoderConfig):
+    def __init__(self, cfg: AutoencoderConfig, impl: NetImpl = NetImpl()):
         super().__init__()
         ch, n = cfg.ch, len(cfg.ch_mult)
         self.tanh_out = cfg.tanh_out
@@ -176,19 +162,19 @@ class Decoder(nn.Module):
         res = cfg.resolution // 2 ** (n - 1)
         self.conv_in = nn.Conv2d(cfg.z_channels, c, 3, padding=1)
         self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(c, c, cfg.dropout)
-        self.mid.attn_1 = AttnBlock(c)
-        self.mid.block_2 = ResnetBlock(c, c, cfg.dropout)
+        self.mid.block_1 = ResnetBlock(c, c, cfg.dropout, impl)
+        self.mid.attn_1 = AttnBlock(c, impl)
+        self.mid.block_2 = ResnetBlock(c, c, cfg.dropout, impl)
         levels = []
         for i in reversed(range(n)):
             lvl = _Level()
             for _ in range(cfg.num_res_blocks + 1):
-                lvl.block.append(ResnetBlock(c, ch * cfg.ch_mult[i], cfg.dropout))
+                lvl.block.append(ResnetBlock(c, ch * cfg.ch_mult[i], cfg.dropout, impl))
                 c = ch * cfg.ch_mult[i]
                 if res in cfg.attn_resolutions:
-                    lvl.attn.append(AttnBlock(c))
+                    lvl.attn.append(AttnBlock(c, impl))
             if i != 0:
-                lvl.upsample = Upsample(c)
+                lvl.upsample = Upsample(c, impl)
                 res *= 2
             levels.insert(0, lvl)
         self.up = nn.ModuleList(levels)  # up[0] is the highest resolution
@@ -230,19 +216,33 @@ class VectorQuantizer(nn.Module):
 
 class Autoencoder(nn.Module):
     """KL: encode -> posterior mean (``moments`` gives mean and clamped logvar). VQ: encode -> the
-    pre-quantization latent; decode quantizes to the nearest codebook entry first."""
+    pre-quantization latent; decode quantizes to the nearest codebook entry first.
 
-    def __init__(self, cfg: AutoencoderConfig):
+    ``impl`` chooses the form of its ops (``ops.NetImpl``; default: the reference); ``set_impl`` changes it."""
+
+    def __init__(self, cfg: AutoencoderConfig, impl: NetImpl = NetImpl()):
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
+        self.impl = impl
+        self.encoder = Encoder(cfg, impl)
+        self.decoder = Decoder(cfg, impl)
         zc = 2 * cfg.z_channels if cfg.double_z else cfg.z_channels
         ed = 2 * cfg.embed_dim if cfg.kind == "kl" else cfg.embed_dim
         self.quant_conv = nn.Conv2d(zc, ed, 1)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
         if cfg.kind == "vq":
             self.quantize = VectorQuantizer(cfg.n_embed, cfg.embed_dim)
+
+    def set_impl(self, impl: NetImpl) -> "Autoencoder":
+        """Run with the op forms of ``impl`` from now on (every block of both halves); returns self."""
+        self.impl = impl
+        for half, levels in ((self.encoder, self.encoder.down), (self.decoder, self.decoder.up)):
+            blocks = [half.mid.block_1, half.mid.attn_1, half.mid.block_2]
+            for lvl in levels:
+                blocks += list(lvl.block) + list(lvl.attn) + ([lvl.upsample] if hasattr(lvl, "upsample") else [])
+            for block in blocks:
+                block.impl = impl
+        return self
 
     @property
     def dtype(self):

@@ -30,8 +30,12 @@ import warnings
 import zipfile
 from typing import Callable, Iterable
 
-from .download import DownloadError, Progress, download_file, file_lock, sha256_file
-from .errors import ConfigError, LDDGANError
+from ..atomic import atomic_write, atomic_write_text
+from ..config import GeneratorConfig, ModelConfig
+from ..errors import ConfigError, LDDGANError
+from ..formats.lddgan_file import read_model_file, validate_model_file
+from ..formats.official import load_official, parse_autoencoder_args, parse_official_config
+from .download import download_file, DownloadError, file_lock, Progress, sha256_file
 
 MANIFEST_VERSION = 1
 KINDS = ("model", "official_generator", "official_autoencoder")
@@ -39,7 +43,7 @@ STATE_FILE = ".lddgan_hashes.json"
 SOURCES_DIR = "official"
 DOWNLOAD_PREFIX = "[download] "
 MANIFEST_NAME = "weights_manifest.json"
-_PKG = os.path.dirname(os.path.abspath(__file__))
+_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the lddgan_core package folder
 
 
 class ZooError(LDDGANError):
@@ -224,8 +228,6 @@ def _check_urls(v, at: str, allow_empty: bool = False) -> list[str]:
 
 def _check_import(imp, ae_imp, at: str, ae_at: str) -> list[str]:
     """Run the official-config parser on the merged hyper-parameters, so a manifest that validates imports."""
-    from .config import GeneratorConfig, ModelConfig
-    from .official import parse_official_config
 
     if not isinstance(imp, dict) or not isinstance(imp.get("generator"), dict):
         return [f"{at}: expected an object with 'generator' (official argparse names), 'diffusion', "
@@ -310,7 +312,6 @@ def _validate_entry(r, at: str, by_id: dict, seen_ids: set, seen_targets: dict) 
         if not isinstance(imp, dict) or set(imp) != {"autoencoder"} or not isinstance(imp["autoencoder"], dict):
             p.append(f"{at}.import: expected {{\"autoencoder\": {{kind or target, embed_dim, n_embed, ddconfig}}}}")
         else:
-            from .official import parse_autoencoder_args
             try:
                 parse_autoencoder_args(imp["autoencoder"], f"{at}.import.autoencoder")
             except ConfigError as e:
@@ -428,7 +429,6 @@ def read_state(dest) -> dict:
 
 
 def _record(dest: str, rel: str, **rec):
-    from .io import atomic_write_text
 
     rec = {k: v for k, v in rec.items() if v is not None}
     rec["recorded"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -545,7 +545,6 @@ MAX_INFLATE = 4
 def _extract(e: Entry, dest: str, log, pending: list | None = None) -> None:
     """Copy the archive member to dest/e.source_path (atomically; at most its declared size, or MAX_INFLATE
     times the archive's), record it (or leave the record in ``pending``), then delete the archive."""
-    from .io import atomic_write
 
     arch = os.path.join(dest, e.download_path)
     member = e.archive["member"]
@@ -666,7 +665,6 @@ def _check_converted(m: Manifest, e: Entry, dest: str) -> None:
 
 
 def _convert(m: Manifest, e: Entry, dest: str, gen_path: str, ae_path: str, log, pending: list | None = None) -> None:
-    from .official import load_official
 
     out = os.path.join(dest, e.target)
     if log:
@@ -717,7 +715,6 @@ def ensure(entry_id: str, dest, *, manifest=None, allow_download: bool = False, 
             if e.kind == "model":
                 _arrive(e, dest, allow_download, progress, log, timeout, retries, pending, cancel)
                 try:
-                    from .io import validate_model_file
                     validate_model_file(target)
                 except LDDGANError as err:
                     os.unlink(target)

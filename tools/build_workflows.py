@@ -3,7 +3,7 @@ browser) with a <name>.jpg thumbnail, their API-format twins tests/workflows/<na
 runs), and docs/basic_graph.png. Thumbnails show the graph and the images the workflow really produces
 (run offline with the pack's node classes).
 
-    python tests/workflows/build.py            # from the repository root; rewrites all of the above
+    python tools/build_workflows.py             # from the repository root; rewrites all of the above
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import pathlib
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-sys.path[:0] = [str(REPO), str(HERE.parent)]
+REPO = HERE.parent
+sys.path[:0] = [str(REPO), str(HERE)]
 
-import comfy_workflow as CW  # noqa: E402  (tests/comfy_workflow.py)
+import comfy_workflow as CW  # noqa: E402  (tools/comfy_workflow.py)
 
 SHIPPED = "lddgan_shapes32.safetensors"
 NOTE = ("**LDDGAN** - few-step (T <= 4) latent denoising diffusion GAN.\n\n"
@@ -262,7 +262,7 @@ def models_dir(path: str):
             os.environ["LDDGAN_MODELS_DIR"] = old
 
 
-def build(out_examples=REPO / "example_workflows", out_api=HERE, out_docs=REPO / "docs") -> list[str]:
+def build(out_examples=REPO / "example_workflows", out_api=REPO / "tests" / "workflows", out_docs=REPO / "docs") -> list[str]:
     import tempfile
 
     import nodes as P

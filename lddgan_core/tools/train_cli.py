@@ -15,6 +15,17 @@ import signal
 import sys
 import time
 
+from ..errors import ConfigError
+from ..hub.shipped import resolve_model_path
+from ..train import dist as tdist
+from ..train.api import new_model, shared_latents, train_autoencoder, train_model, training_mode
+from ..train.autoencoder import AETrainConfig, load_autoencoder
+from ..train.config import AUTOENCODER_PRESETS, GENERATOR_PRESETS, TrainConfig
+from ..train.data import Augment
+from ..train.files import RunPaths
+from ..train.latents import build_latents
+from .common import resolve_device
+
 
 class TrainBar:
     """One line on stderr: [#####.....] step/total pct, losses, it/s, ETA (a new line every log_every
@@ -82,7 +93,6 @@ class StopFlag:
 
 def _json_arg(value: str | None, what: str):
     """A JSON object given inline or as a file path."""
-    from ..errors import ConfigError
 
     if value is None:
         return None
@@ -103,7 +113,6 @@ def _setup(a):
     """(world, device, log) for this process; only rank 0 logs."""
     import torch
 
-    from . import dist as tdist
 
     requested = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
@@ -119,7 +128,6 @@ def _setup(a):
 
 
 def _paths(a, kind: str = "gan"):
-    from .files import RunPaths
 
     paths = RunPaths.in_dir(a.out, kind)
     if a.restart and os.path.isfile(paths.state):
@@ -130,7 +138,6 @@ def _paths(a, kind: str = "gan"):
 
 
 def _train_config(a):
-    from .config import TrainConfig
 
     return TrainConfig(steps=a.steps, batch_size=a.batch, micro_batch=a.micro_batch, lr_g=a.lr_g, lr_d=a.lr_d,
                        lr_schedule=a.lr_schedule, rec_schedule=a.schedule, gamma=a.gamma, rec_value=a.rec_value,
@@ -140,15 +147,12 @@ def _train_config(a):
 
 
 def _augment(a):
-    from .data import Augment
 
     return Augment(copies=a.augment) if a.augment and a.augment > 1 else None
 
 
 def _run_gan(a, model_fn, kind: str) -> int:
     """Shared by train / finetune: latents (rank 0, broadcast), model, trainer, fit."""
-    from .api import shared_latents, train_model, training_mode
-    from .latents import build_latents
 
     world, device, log = _setup(a)
     cfg = _train_config(a)
@@ -195,9 +199,8 @@ def cmd_finetune(a) -> int:
     def model_fn(a, device, log):
         import lddgan_core as L
 
-        from ..cli import _model_path
 
-        base = L.load(_model_path(a.model), device="cpu")
+        base = L.load(resolve_model_path(a.model), device="cpu")
         return base.autoencoder.to(device), base.config.image_size, lambda lat: base
 
     return _run_gan(a, model_fn, "finetune")
@@ -205,8 +208,6 @@ def cmd_finetune(a) -> int:
 
 def cmd_train(a) -> int:
     def model_fn(a, device, log):
-        from .api import new_model
-        from .autoencoder import load_autoencoder
 
         ae, size = load_autoencoder(a.autoencoder, device=device)
         size = a.image_size or size
@@ -222,17 +223,13 @@ def cmd_train(a) -> int:
 
 
 def _is_preset(v: str) -> bool:
-    from .config import GENERATOR_PRESETS
 
     return v in GENERATOR_PRESETS
 
 
 def cmd_train_autoencoder(a) -> int:
-    from .api import train_autoencoder
-    from .autoencoder import AETrainConfig
 
     world, device, log = _setup(a)
-    from .config import AUTOENCODER_PRESETS
 
     spec = a.preset if a.preset in AUTOENCODER_PRESETS else _json_arg(a.preset, "--preset")
     cfg = AETrainConfig(steps=a.steps, batch_size=a.batch, micro_batch=a.micro_batch, lr=a.lr, lr_d=a.lr_d,

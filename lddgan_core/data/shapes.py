@@ -9,7 +9,7 @@ Image i of a dataset depends only on (seed, i): make_shapes(n, seed)[:k] == make
 dataset can be grown without changing its first images. Shapes are rendered analytically at 4x resolution
 and box-filtered (anti-aliased), in float64 on the CPU, so the result is the same on every machine.
 
-    from lddgan_core.shapes import make_shapes
+    from lddgan_core.data.shapes import make_shapes
     images, labels = make_shapes(1000, seed=0)   # uint8 [1000, 3, 32, 32], dict of int64 [1000] tensors
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = ("red", "yellow", "green", "blue")

@@ -1,15 +1,31 @@
-"""Reference FIR resampling ops (StyleGAN2's upfirdn2d, as NCSN++ uses it) in plain PyTorch.
+"""The ops both networks are built from: each reference op (plain PyTorch, the form the parity tests pin
+down), and next to it its fast form with the derivation of why both agree. A network picks between them by
+the ``NetImpl`` it was built with (stylegan3's ``impl=``), never by a switch set from outside.
 
-upfirdn2d(x, k, up, down, pad): insert (up-1) zeros between samples, pad (pad0, pad1) on both
-axes, convolve with the 2-D filter k (a true convolution: k is flipped), keep every down-th sample.
-All ops work on [B, C, H, W] and treat channels independently (depthwise).
+Reference FIR resampling is StyleGAN2's upfirdn2d, as NCSN++ uses it: upfirdn2d(x, k, up, down, pad) inserts
+(up-1) zeros between samples, pads (pad0, pad1) on both axes, convolves with the 2-D filter k (a true
+convolution: k is flipped) and keeps every down-th sample. All ops work on [B, C, H, W] and treat channels
+independently (depthwise).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
+
+
+@dataclasses.dataclass(frozen=True)
+class NetImpl:
+    """Which form of each op a network runs; given to ``Generator`` / ``Autoencoder`` when they are built (or to
+    their ``set_impl``). The default is the reference everywhere. Every fast form equals its reference up to
+    float rounding (tests/test_fast_ops.py)."""
+
+    fir_conv: bool = False  # generator: FIR up/down-sampling as strided / transposed depthwise convs
+    sdpa: bool = False  # attention of both networks through F.scaled_dot_product_attention
+    upsample_conv: bool = False  # decoder: nearest-2x + 3x3 conv as one 4x4 stride-2 transposed conv
+    fused: bool = False  # ResNet blocks, no-grad eval only: fused AdaGN multiply-add, in-place activations / adds
 
 
 def make_fir_kernel(taps, gain: float = 1.0) -> torch.Tensor:
@@ -73,6 +89,54 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     if dim % 2:
         emb = F.pad(emb, (0, 1))
     return emb
+
+
+def adagn_silu(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, groups: int,
+               fused: bool = False) -> torch.Tensor:
+    """SiLU(gamma * GroupNorm(x) + beta): AdaGN (no affine GroupNorm, modulated per sample) then SiLU.
+    x [B, C, H, W]; gamma, beta [B, C, 1, 1].
+
+    ``fused`` (no grad only): gamma * n + beta as one ``addcmul`` (one pass over n instead of two, the same
+    products and sums, so the same rounding) and the SiLU in place on that fresh tensor."""
+    n = F.group_norm(x, groups, eps=1e-6)
+    if fused:
+        return F.silu(torch.addcmul(beta, gamma, n), inplace=True)
+    return F.silu(gamma * n + beta)
+
+
+def add(h: torch.Tensor, y: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """h + y; ``inplace`` (no grad, h a temporary of the caller) writes into h instead of a new tensor."""
+    return h.add_(y) if inplace else h + y
+
+
+def residual(h: torch.Tensor, skip: torch.Tensor, rescale: bool, inplace: bool = False) -> torch.Tensor:
+    """(skip + h) / sqrt(2) (``rescale``) or skip + h; ``inplace`` reuses h's memory (addition commutes, so the
+    in-place h + skip rounds exactly as skip + h)."""
+    if inplace:
+        h = h.add_(skip)
+        return h.div_(math.sqrt(2.0)) if rescale else h
+    return (skip + h) / math.sqrt(2.0) if rescale else skip + h
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sdpa: bool = False) -> torch.Tensor:
+    """Single-head softmax(q k^T / sqrt(C)) v over all positions. q, k, v [B, N, C] -> [B, N, C].
+
+    ``sdpa``: F.scaled_dot_product_attention, whose default scale 1/sqrt(head dim) is the C^-0.5 here; it
+    never materialises the [B, N, N] weights (flash / memory-efficient kernels)."""
+    if sdpa:
+        return F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
+    w = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * (q.shape[-1] ** -0.5), dim=-1)  # [B, N(q), N(k)]
+    return torch.bmm(w, v)
+
+
+def attention_ldm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sdpa: bool = False) -> torch.Tensor:
+    """``attention`` in LDM's layout: q [B, N, C], k and v [B, C, N] -> [B, C, N] (the autoencoder's order of
+    products, kept so that its reference path rounds as the official code does). ``sdpa`` as in ``attention``."""
+    if sdpa:
+        return F.scaled_dot_product_attention(q[:, None], k.transpose(1, 2)[:, None],
+                                              v.transpose(1, 2)[:, None])[:, 0].transpose(1, 2)
+    w = torch.softmax(torch.bmm(q, k) * (q.shape[-1] ** -0.5), dim=2)  # [B, N(q), N(k)]
+    return torch.bmm(v, w.transpose(1, 2))
 
 
 # -- fast forms (same maths, fewer passes over memory) ---------------------------------------------------

@@ -18,58 +18,29 @@ MODEL may also be a manifest id (e.g. cifar10) of a model installed with ``lddga
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 import time
 
-_MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
-# the default model: trained by the project on procedural shapes (32 px; `python -m lddgan_core.recipes shapes`)
-DEFAULT_MODEL = os.path.join(_MODELS, "lddgan_shapes32.safetensors")
-# the official_tiny fixture (random weights in the official formats) converted to our format: 16 px noise, kept
-# for fast pipeline tests and as the parity demo
-FIXTURE_MODEL = os.path.join(_MODELS, "lddgan_tiny_fixture.safetensors")
+import torch
 
-
-def default_model_path() -> str:
-    """The model that ships with the pack and that every command uses when none is given."""
-    return DEFAULT_MODEL
-
-
-def _model_path(name: str | None) -> str:
-    """A file path as given; a manifest id (not a file) resolves to its installed model in the default folder."""
-    if not name:
-        return DEFAULT_MODEL
-    if os.path.exists(name) or os.sep in name or name.endswith(".safetensors"):
-        return name
-    from . import zoo
-
-    try:
-        m = zoo.load_manifest()
-    except zoo.ZooError:
-        return name  # no usable manifest: let the loader report the missing file
-    if name not in m.entries and not any(r.get("id") == name for r in m.unavailable):
-        return name
-    return zoo.ensure(name, zoo.default_dest(), manifest=m, allow_download=False)
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name}: CUDA is not available on this machine")
-    return name
+from .. import load, load_official
+from ..data.images import load_image, make_grid, save_png, to_uint8
+from ..errors import LDDGANError
+from ..formats.lddgan_file import read_model_file
+from ..hub import zoo
+from ..hub.shipped import DEFAULT_MODEL, default_model_path, FIXTURE_MODEL, resolve_model_path
+from .common import resolve_device
+from .eval_cli import add_eval_command
+from .parity import main as parity_main
+from .train_cli import add_train_commands
 
 
 def cmd_convert(a) -> int:
-    L = importlib.import_module(__package__)  # the package by its own name (also inside ComfyUI)
-
     if os.path.exists(a.output) and not a.overwrite:
         raise SystemExit(f"error: {a.output!r} exists (pass --overwrite to replace it)")
-    m = L.load_official(a.config, a.generator, a.autoencoder, name=a.name)
+    m = load_official(a.config, a.generator, a.autoencoder, name=a.name)
     m.save(a.output, dtype=a.dtype)
     print(f"wrote {a.output} ({os.path.getsize(a.output) / 1e6:.2f} MB, {a.dtype or 'fp32'}): "
           f"{m.config.name}, {m.config.image_size}px, T={m.num_timesteps}, latent {list(m.latent_shape)}")
@@ -85,10 +56,6 @@ MAX_GRID_PIXELS = 1 << 27
 
 def cmd_sample(a) -> int:
     import numpy as np
-    import torch
-
-    L = importlib.import_module(__package__)  # the package by its own name (also inside ComfyUI)
-    from .images import load_image, make_grid, save_png, to_uint8
 
     if a.batch < 1:
         raise SystemExit("error: --batch must be >= 1")
@@ -101,8 +68,8 @@ def cmd_sample(a) -> int:
     if a.grid and a.batch > MAX_GRID:
         raise SystemExit(f"error: --batch {a.batch} is too many images for one grid (at most {MAX_GRID}); write "
                          f"them as PNG files with --out DIR instead")
-    device = _device(a.device)
-    m = L.load(_model_path(a.model), device=device)
+    device = resolve_device(a.device)
+    m = load(resolve_model_path(a.model), device=device)
     m.set_fast(a.fast)
     S = m.config.image_size
     if a.grid and a.batch * S * S > MAX_GRID_PIXELS:
@@ -143,9 +110,7 @@ def cmd_sample(a) -> int:
 
 
 def cmd_info(a) -> int:
-    from .io import read_model_file
-
-    path = _model_path(a.model)
+    path = resolve_model_path(a.model)
     meta, tensors = read_model_file(path)
     cfg = meta["config_dict"]
     n = {p: sum(t.numel() for k, t in tensors.items() if k.startswith(p)) for p in ("generator.", "autoencoder.")}
@@ -167,8 +132,6 @@ def cmd_info(a) -> int:
 
 
 def cmd_parity(a) -> int:
-    from .parity import main as parity_main
-
     return parity_main(a.folders + (["--json"] if a.json else []))
 
 
@@ -208,8 +171,6 @@ class ProgressBar:
 
 
 def cmd_list(a) -> int:
-    from . import zoo
-
     m = zoo.load_manifest(a.manifest)
     dest = a.dest or zoo.default_dest()
     if a.json:
@@ -230,8 +191,6 @@ def cmd_list(a) -> int:
 
 
 def cmd_download(a) -> int:
-    from . import zoo
-
     dest = a.dest or zoo.default_dest()
     bar = None if a.quiet else ProgressBar()
     log = None if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -310,19 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     d.set_defaults(fn=cmd_download)
 
-    from .train.cli import add_train_commands
-
     add_train_commands(sub)
-
-    from .eval.cli import add_eval_command
 
     add_eval_command(sub)
     return p
 
 
 def main(argv=None) -> int:
-    from .errors import LDDGANError
-
     a = build_parser().parse_args(argv)
     try:
         return a.fn(a)

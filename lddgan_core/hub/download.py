@@ -26,7 +26,8 @@ import urllib.error
 import urllib.request
 from typing import Callable
 
-from .errors import LDDGANError
+from ..errors import LDDGANError
+from ..version import __version__
 
 Progress = Callable[[int, "int | None"], None]  # (bytes done, total bytes or None when unknown)
 CHUNK = 1 << 20
@@ -301,7 +302,6 @@ def download_file(url: str, path, *, size: int | None = None, sha256: str | None
     ComfyUI's interrupt) stops the download, keeping the partial file. ``max_bytes``: the most bytes written
     when neither ``size`` nor the server declares the size (a declared size is never exceeded). ``info``: if
     given, receives ``complete`` (True when the size was declared, by ``size`` or the server, and met)."""
-    from . import __version__
 
     if not url.lower().startswith(("http://", "https://")):
         raise DownloadError(f"{url!r}: only http(s) URLs can be downloaded", url=url, path=os.fspath(path))

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
 from .ops import fir_downsample2x, make_fir_kernel, timestep_embedding
 
 _LAYERS = {"small": (3, 4), "large": (3, 4, 5, 6)}  # num_layers values with a distinct architecture

@@ -8,11 +8,12 @@ float32 arithmetic exactly (see the comments), so sampling matches the official 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
-from .config import DiffusionConfig
+from ..config import DiffusionConfig
 
 EPS_T = 1e-3
 
@@ -88,6 +89,10 @@ class PosteriorCoefficients:
         c1 = b * torch.sqrt(abar_prev) / (1.0 - abar)
         c2 = (1.0 - abar_prev) * torch.sqrt(alphas) / (1.0 - abar)
         return cls(b, c1, c2, var, torch.log(var.clamp(min=1e-20)))
+
+    def to(self, device) -> "PosteriorCoefficients":
+        """The same coefficients on `device` (the values do not change)."""
+        return PosteriorCoefficients(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
 
 def _at(coef: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import torch
 
-from .io import atomic_write
+from ..atomic import atomic_write
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -6,6 +6,14 @@ import os
 import sys
 
 
+from ..atomic import atomic_write_text
+from ..errors import InputError
+from ..eval.classifier import load_classifier
+from ..eval.evaluate import evaluate_images, evaluate_model, format_table, K_DC, load_image_folder, MIN_N
+from ..hub.shipped import resolve_model_path
+from .common import resolve_device
+
+
 def add_eval_command(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a model or an image folder against held-out shapes data",
                        description="FID, precision/recall, density/coverage (shapes-classifier or Inception "
@@ -31,10 +39,6 @@ def add_eval_command(sub) -> None:
 
 
 def cmd_eval(a) -> int:
-    from .. import cli as top
-    from ..errors import InputError
-    from ..io import atomic_write_text
-    from .evaluate import K_DC, MIN_N, evaluate_images, evaluate_model, format_table, load_image_folder
 
     if a.n is not None and a.n < MIN_N:
         raise InputError(f"--n must be >= {MIN_N} (the k-NN metrics need more than {K_DC} samples per set), got {a.n}")
@@ -44,11 +48,10 @@ def cmd_eval(a) -> int:
         raise InputError("--features inception needs --inception-weights FILE (a local file; nothing is downloaded)")
     if a.inception_weights and not os.path.isfile(a.inception_weights):
         raise InputError(f"--inception-weights: file {a.inception_weights!r} does not exist")
-    device = top._device(a.device)
+    device = resolve_device(a.device)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     classifier = None
     if a.classifier:
-        from .classifier import load_classifier
 
         classifier = load_classifier(a.classifier, device=device)
     kw = dict(features=a.features, inception_weights=a.inception_weights, classifier=classifier, log=log)
@@ -56,7 +59,7 @@ def cmd_eval(a) -> int:
         images = load_image_folder(a.images, a.n)
         result = evaluate_images(images, device=device, source=os.path.abspath(a.images), **kw)
     else:
-        path = top._model_path(a.model)
+        path = resolve_model_path(a.model)
         result = evaluate_model(path, n=5000 if a.n is None else a.n, seed=a.seed, batch=a.batch, device=device, **kw)
     print(format_table(result))
     if a.json:

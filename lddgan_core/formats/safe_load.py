@@ -26,7 +26,7 @@ import zipfile
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 __all__ = ["read_state_dict", "read_safetensors", "Opaque"]  # noqa: RUF022
 

@@ -23,8 +23,11 @@ from typing import Any, Callable
 
 import torch
 
-from .config import AutoencoderConfig, DiffusionConfig, GeneratorConfig, ModelConfig
-from .errors import CheckpointError, ConfigError
+from ..config import AutoencoderConfig, DiffusionConfig, GeneratorConfig, ModelConfig
+from ..errors import CheckpointError, ConfigError
+from ..model import LDDGAN
+from ..version import __version__
+from .safe_load import read_state_dict
 
 # Official argparse options that do not change the inference architecture (training, paths, I/O).
 _IGNORED_GENERATOR_ARGS = {
@@ -371,7 +374,6 @@ def _sha256(path) -> str:
 
 def _provenance(config, generator, autoencoder) -> dict:
     """Where the weights came from: file names and sha256 of the official files, library version."""
-    from . import __version__
 
     out = {"source": "official", "converter": f"lddgan_core {__version__}"}
     for key, src in (("generator", generator), ("autoencoder", autoencoder)):
@@ -398,7 +400,7 @@ def _file_budget(gk: dict, ae_cfg, part: str, shapes: dict | None = None) -> int
     if shapes is None:
         import torch
 
-        from .generator import Generator
+        from ..nets.generator import Generator
 
         try:
             gcfg = GeneratorConfig(**{"nz": 100, "z_emb_dim": 256, "n_mlp": 3, **gk})
@@ -413,8 +415,6 @@ def _file_budget(gk: dict, ae_cfg, part: str, shapes: dict | None = None) -> int
 def load_official(config, generator, autoencoder, *, device="cpu", dtype=torch.float32, name: str | None = None):
     """Build an LDDGAN from the official files: ``config`` (JSON path or dict), ``generator`` (netG_*.pth)
     and ``autoencoder`` (LDM .ckpt, or a state dict file). Paths may also be already-loaded dicts."""
-    from .model import LDDGAN
-    from .safe_load import read_state_dict
 
     gk, ae_cfg, diff, sf, image_size, cfg_name = parse_official_config(config)
     gwhat = f"generator file {os.fspath(generator)!r}" if not isinstance(generator, dict) else "generator state dict"
@@ -441,7 +441,7 @@ def load_official(config, generator, autoencoder, *, device="cpu", dtype=torch.f
         raise ConfigError(f"{where}: {e}") from None
     # Shapes are checked against the architecture built on the meta device (nothing allocated) before the model
     # is built: a config asking for far more than the files hold fails here, cheaply.
-    from .limits import check_finite_weights, expected_shapes
+    from ..limits import check_finite_weights, expected_shapes
 
     shapes = expected_shapes(mcfg)
     meta_target = lambda prefix: {k[len(prefix):]: torch.empty(v, device="meta")  # noqa: E731
