@@ -176,8 +176,8 @@ def nonfinite_names(tensors: dict) -> list[str]:
     """Names of the floating-point tensors of ``tensors`` holding NaN or +-Inf."""
     import torch
 
-    return sorted(k for k, v in tensors.items()
-                  if torch.is_tensor(v) and v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all()))
+    return sorted(k for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point() and v.numel()
+                  and not v.is_meta and not bool(torch.isfinite(v).all()))
 
 
 def check_finite_weights(tensors: dict, where: str) -> None:
@@ -195,7 +195,8 @@ def check_finite_output(x, what: str, hint: str = "") -> None:
 
     from .errors import NonFiniteError
 
-    if torch.is_tensor(x) and x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+    if torch.is_tensor(x) and x.is_floating_point() and x.numel() and not x.is_meta \
+            and not bool(torch.isfinite(x).all()):
         n = int((~torch.isfinite(x)).sum())
         raise NonFiniteError(f"{what}: {n} of {x.numel()} values are NaN or infinite (the result would be black "
                              f"images){'; ' + hint if hint else ''}")
@@ -209,6 +210,6 @@ def check_finite_schedule(coefficients, posterior) -> None:
     for obj in (coefficients, posterior):
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)
-            if torch.is_tensor(v) and not bool(torch.isfinite(v).all()):
+            if torch.is_tensor(v) and not v.is_meta and not bool(torch.isfinite(v).all()):  # meta: a shape-only model
                 raise ConfigError(f"diffusion: the schedule's {f.name} holds NaN or infinite values (beta_min / "
                                   f"beta_max / num_timesteps give a degenerate schedule)")
