@@ -2,7 +2,7 @@
 
 The lock is an OS file lock (flock / msvcrt) on ``<path>``: the OS releases it when the holding process ends,
 however it ends, so a lock left by a killed run never blocks. The holder's pid is written into the file for the
-error message; a lock file whose recorded process is gone is taken over.
+error message; a lock file whose recorded process is gone is taken over. The holder removes the file when done.
 """
 from __future__ import annotations
 
@@ -55,8 +55,7 @@ def run_lock(path: str | os.PathLike, what: str):
         f.flush()
         yield path
     finally:
-        if not f.closed:
+        if not f.closed:  # ours: remove it while still holding it (a non-waiting lock, so this is safe), then release
             with contextlib.suppress(OSError):
-                f.seek(0)
-                f.truncate()
+                os.unlink(path)
             f.close()

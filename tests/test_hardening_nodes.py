@@ -152,6 +152,7 @@ def test_second_finetune_with_same_name_refused_while_first_runs(models_dir, shi
         holder.wait(timeout=30)
     out = finetune(shipped, "same", images=images())  # the dead run's lock does not block
     assert os.path.isfile(out["ui"]["text"][0])
+    assert not os.path.exists(F.LDDGANFineTune.lock_path(path))  # released and removed when the run ends
 
 
 def test_stale_lock_file_of_dead_process_does_not_block(models_dir, shipped):
