@@ -1,4 +1,4 @@
-"""`python -m lddgan_core.bench`: the entry point kept at its documented name; the code is lddgan_core/tools/bench.py."""
+"""`python -m lddgan_core.bench`, kept at its documented name; the code is in lddgan_core/tools/bench.py."""
 import sys
 
 from .tools.bench import main

@@ -1,4 +1,4 @@
-"""`python -m lddgan_core.parity`: the entry point kept at its documented name; the code is lddgan_core/tools/parity.py."""
+"""`python -m lddgan_core.parity`, kept at its documented name; the code is in lddgan_core/tools/parity.py."""
 import sys
 
 from .tools.parity import main

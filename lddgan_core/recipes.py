@@ -1,4 +1,4 @@
-"""`python -m lddgan_core.recipes`: the entry point kept at its documented name; the code is lddgan_core/tools/recipes.py."""
+"""`python -m lddgan_core.recipes`, kept at its documented name; the code is in lddgan_core/tools/recipes.py."""
 import sys
 
 from .tools.recipes import main

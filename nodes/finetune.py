@@ -200,21 +200,19 @@ class LDDGANFineTune:
 
         device = runtime.compute_device()
         state = _train().RunPaths.beside(path).state
+        cfg = _train().finetune_config(steps=steps, batch_size=batch_size, lr_g=float(lr_g), lr_d=float(lr_d),
+                                       rec_schedule=schedule, gamma=float(gamma), r1_gamma=float(r1_gamma),
+                                       ema_decay=float(ema_decay), seed=int(seed), save_every=save_every)
         lock = import_module(L.__name__ + ".runlock").run_lock(self.lock_path(path), f"save_name {save_name!r}")
-        with lock:
-            return self._run(model, x, folder, steps, batch_size, lr_g, lr_d, schedule, gamma, r1_gamma, ema_decay,
-                             augment, seed, save_name, save_every, path, state, device, progress)
+        with lock:  # held for the run's life: a second run of the same save_name is refused
+            return self._run(model, x, folder, cfg, augment, steps, save_name, path, state, device, progress)
 
-    def _run(self, model, x, folder, steps, batch_size, lr_g, lr_d, schedule, gamma, r1_gamma, ema_decay, augment,
-             seed, save_name, save_every, path, state, device, progress):
+    def _run(self, model, x, folder, cfg, augment, steps, save_name, path, state, device, progress):
         runtime.make_room_for_training(device)
         try:
-            res = _train().finetune(
-                model, images=x, folder=folder, steps=steps, batch_size=batch_size, lr_g=float(lr_g),
-                lr_d=float(lr_d), schedule=schedule, gamma=float(gamma), r1_gamma=float(r1_gamma),
-                ema_decay=float(ema_decay), augment=augment, seed=int(seed), save_path=path, save_every=save_every,
-                resume=True, progress=progress, should_stop=None, preview_every=max(1, steps // PREVIEWS),
-                device=device, log=log.info)
+            res = _train().finetune(model, images=x, folder=folder, config=cfg, augment=augment, save_path=path,
+                                    resume=True, progress=progress, should_stop=None,
+                                    preview_every=max(1, steps // PREVIEWS), device=device, log=log.info)
         except L.CheckpointError as e:
             if not os.path.isfile(state):
                 raise

@@ -26,5 +26,5 @@ _atomic = import_module(L.__name__ + ".atomic")
 is_temp_name = _atomic.is_temp_name
 check_paths_fit = _atomic.check_paths_fit
 
-__all__ = ["L", "default_model_path", "start_step_for", "seeds_for_batch", "parse_dtype", "save_model", "decode_bytes_per_image",
-           "is_temp_name", "check_paths_fit"]
+__all__ = ["L", "default_model_path", "start_step_for", "seeds_for_batch", "parse_dtype", "save_model",
+           "decode_bytes_per_image", "is_temp_name", "check_paths_fit"]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lddgan_core.errors import InputError
-from lddgan_core.data.shapes import COLOURS, HUES, NUM_MODES, SHAPES, make_shapes, mode_name, save_folder, to_model_range
+from lddgan_core.data.shapes import (COLOURS, HUES, NUM_MODES, SHAPES, make_shapes, mode_name, save_folder,
+                                     to_model_range)
 
 
 def test_deterministic_and_index_stable():

@@ -262,7 +262,8 @@ def models_dir(path: str):
             os.environ["LDDGAN_MODELS_DIR"] = old
 
 
-def build(out_examples=REPO / "example_workflows", out_api=REPO / "tests" / "workflows", out_docs=REPO / "docs") -> list[str]:
+def build(out_examples=REPO / "example_workflows", out_api=REPO / "tests" / "workflows",
+          out_docs=REPO / "docs") -> list[str]:
     import tempfile
 
     import nodes as P

@@ -10,10 +10,14 @@ import torch
 from ..atomic import atomic_write
 
 
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] -> uint8 [B, 3, H, W] on the CPU: the 8-bit values a PNG of each image stores."""
+    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3]."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3] (``quantize``, as an image array)."""
+    return quantize(images).permute(0, 2, 3, 1).numpy()
 
 
 def make_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> np.ndarray:

@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from ..data.images import quantize
 from ..data.shapes import HELDOUT_SEED, make_shapes, NUM_MODES
 from ..errors import InputError, LDDGANError
 from ..model import LDDGAN, load_model
@@ -196,7 +197,7 @@ def _settings(featurizer: Featurizer, n: int) -> dict:
             "kl_eps": M.KL_EPS, "k_pr": K_PR, "k_dc": K_DC}
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
+def checked_uint8(images: torch.Tensor) -> torch.Tensor:
     """uint8 as is; float in [-1, 1] -> uint8 (rounded, like a saved PNG), on the CPU."""
     if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
         raise InputError(f"images: expected a tensor [N, 3, H, W], got "
@@ -210,7 +211,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
         raise InputError("images: contain NaN or infinite values")
     if x.numel() and (x.min() < -1.5 or x.max() > 1.5):
         raise InputError(f"images: float images must lie in [-1, 1], got {x.min().item():.3g}..{x.max().item():.3g}")
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    return quantize(x)
 
 
 # -- public API ------------------------------------------------------------------------------------------------
@@ -221,7 +222,7 @@ def evaluate_images(images: torch.Tensor, *, features: str = "shapes", inception
     shapes images, plus the real-vs-real ceiling with the same N. Returns a JSON-ready dict (see evaluate_model)."""
     log = log or (lambda m: None)
     t0 = time.perf_counter()
-    images = to_uint8(images)
+    images = checked_uint8(images)
     n = _check_n(images.shape[0], "the number of images")
     fz = featurizer or Featurizer(features, classifier, inception_weights, device)
     t1 = time.perf_counter()
@@ -265,7 +266,7 @@ def evaluate_model(model, *, n: int = 5000, seed: int = 0, batch: int = 64, feat
     for start in range(0, n, batch):
         seeds = list(range(seed + start, seed + min(start + batch, n)))
         ts = time.perf_counter()
-        images = to_uint8(model.decode(model.sample(seeds=seeds)).clamp(-1, 1))
+        images = checked_uint8(model.decode(model.sample(seeds=seeds)).clamp(-1, 1))
         t_sample += time.perf_counter() - ts
         tf = time.perf_counter()
         parts.append(fz(images))

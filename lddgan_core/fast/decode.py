@@ -21,9 +21,8 @@ CUDA_DECODE_FRACTION = 0.5  # of the free GPU memory
 def decode_bytes_per_image(ae_cfg, h: int, w: int, elem: int = 4) -> int:
     """Estimated peak bytes of decoding one [C, h, w] latent: 4 live copies of the decoder's largest
     feature map (the level where channels x pixels peaks, counting the upsampled map that still has the
-    lower level's width), or, for VQ, 3.5 [h*w, n_embed] float32 distance matrices if that is more.
-    Against the peak RSS growth of one end-to-end image at 256 px (``python -m lddgan_core.bench``, CPU):
-    KL-f8 240 MiB reference path / 160 MiB fast path, estimate 256 MiB; VQ-f4 384 / 392, estimate 448."""
+    lower level's width), or, for VQ, 3.5 [h*w, n_embed] float32 distance matrices if that is more. Calibrated
+    against the peak memory ``python -m lddgan_core.bench`` measures (an estimate at or above it)."""
     n = len(ae_cfg.ch_mult)
     biggest = 0
     for lvl in range(n):  # level 0 is the full resolution

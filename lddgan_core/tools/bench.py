@@ -31,33 +31,27 @@ import torch
 from ..atomic import atomic_write_text
 from ..config import AutoencoderConfig, DiffusionConfig, GeneratorConfig, ModelConfig
 from ..fast import FastOptions
+from ..data.images import to_uint8
 from ..hub.shipped import DEFAULT_MODEL
 from ..model import LDDGAN, load_model
+from ..train.config import AUTOENCODER_PRESETS, GENERATOR_PRESETS
 
-# The official architectures (LDDGAN_FACTS.md; the official run.sh test commands). nz = 50 for LSUN: what the
-# released training used (the test line's 100 is overridden by the checkpoint).
+# The official architectures: the train presets of the same names (the official run.sh test commands), at the
+# latent / image sizes of each release. nz = 50 for LSUN: what the released training used (the test line's 100 is
+# overridden by the checkpoint).
 OFFICIAL = {
-    "cifar10": dict(
-        generator=dict(in_channels=4, image_size=16, nf=128, ch_mult=(1, 2, 2), num_res_blocks=2,
-                       attn_resolutions=(32,), nz=50, z_emb_dim=256, n_mlp=4),
-        autoencoder=dict(kind="kl", embed_dim=4, z_channels=4, ch=128, ch_mult=(1, 2), num_res_blocks=2,
-                         attn_resolutions=(16,), resolution=32, dropout=0.2, tanh_out=True),
-        T=4, scale_factor=105.0, image_size=32),
-    "celeba256": dict(
-        generator=dict(in_channels=3, image_size=64, nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2,
-                       attn_resolutions=(16,), nz=100, z_emb_dim=256, n_mlp=3),
-        autoencoder=dict(kind="vq", embed_dim=3, z_channels=3, ch=128, ch_mult=(1, 2, 4), num_res_blocks=2,
-                         resolution=256, double_z=False, n_embed=8192),
-        T=2, scale_factor=6.0, image_size=256),
-    "lsun256": dict(
-        generator=dict(in_channels=4, image_size=32, nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=3,
-                       attn_resolutions=(16,), nz=50, z_emb_dim=256, n_mlp=3),
-        autoencoder=dict(kind="kl", embed_dim=4, z_channels=4, ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2,
-                         resolution=256),
-        T=4, scale_factor=60.0, image_size=256),
+    "cifar10": dict(generator=dict(GENERATOR_PRESETS["cifar10"], in_channels=4, image_size=16),
+                    autoencoder=dict(AUTOENCODER_PRESETS["kl-f2"], resolution=32),
+                    T=4, scale_factor=105.0, image_size=32),
+    "celeba256": dict(generator=dict(GENERATOR_PRESETS["celeba256"], in_channels=3, image_size=64),
+                      autoencoder=dict(AUTOENCODER_PRESETS["vq-f4"], resolution=256),
+                      T=2, scale_factor=6.0, image_size=256),
+    "lsun256": dict(generator=dict(GENERATOR_PRESETS["lsun256"], in_channels=4, image_size=32),
+                    autoencoder=dict(AUTOENCODER_PRESETS["kl-f8"], resolution=256),
+                    T=4, scale_factor=60.0, image_size=256),
 }
-# FLOPs per image, T generator steps + one decode, as the issue states them (G = 1e9).
-ISSUE_FLOPS = {"cifar10": 20.6e9, "celeba256": 780e9, "lsun256": 694e9}
+# FLOPs per image, T generator steps + one decode, as the README states them (G = 1e9).
+EXPECTED_FLOPS = {"cifar10": 20.6e9, "celeba256": 780e9, "lsun256": 694e9}
 # Dense bf16 tensor-core peaks (TFLOP/s) of GPUs we may meet, for the "fraction of peak" column.
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L40": 181.0,
                     "L4": 121.0, "A10": 125.0}
@@ -227,7 +221,6 @@ def _time_once(fn, device) -> tuple[float, object]:
 def batch_invariance(in_batch: torch.Tensor, alone: torch.Tensor) -> dict:
     """The same seed's image made inside a batch and alone: max abs difference, and the fraction of 8-bit
     values that differ (the project promises the same image whatever the batch size)."""
-    from ..data.images import to_uint8  # the 8-bit values a PNG of each would store
 
     return {"batch_invariance_max_diff": float((in_batch - alone).abs().max()),
             "batch_invariance_8bit_changed": float((to_uint8(in_batch) != to_uint8(alone)).mean())}
@@ -490,10 +483,10 @@ def main(argv=None) -> int:
     for arch in archs:
         cfg = build(arch, "cpu").config if arch == "default" else official_config(arch)
         fl_ref, fl_fast = count_flops(cfg, False, a.latent_size), count_flops(cfg, True, a.latent_size)
-        flops[arch] = {"reference": fl_ref, "fast": fl_fast, "issue_total": ISSUE_FLOPS.get(arch)}
+        flops[arch] = {"reference": fl_ref, "fast": fl_fast, "expected_total": EXPECTED_FLOPS.get(arch)}
         print(f"# {arch}: FLOPs/image (reference path) G {fl_ref['generator'] / 1e9:.2f} G, decode "
               f"{fl_ref['decode'] / 1e9:.2f} G, T*G+decode {fl_ref['total'] / 1e9:.1f} G"
-              + (f" (issue: {ISSUE_FLOPS[arch] / 1e9:g} G)" if arch in ISSUE_FLOPS and not a.latent_size else "")
+              + (f" (expected: {EXPECTED_FLOPS[arch] / 1e9:g} G)" if arch in EXPECTED_FLOPS and not a.latent_size else "")
               + f"; fast path {fl_fast['total'] / 1e9:.1f} G")
         if a.memory_only:
             arch_rows = [dict(arch=arch, batch=B, part="e2e", path=p) for B in batches for p in paths]

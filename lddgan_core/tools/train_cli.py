@@ -17,6 +17,7 @@ import time
 
 from ..errors import ConfigError
 from ..hub.shipped import resolve_model_path
+from ..model import load_model
 from ..train import dist as tdist
 from ..train.api import new_model, shared_latents, train_autoencoder, train_model, training_mode
 from ..train.autoencoder import AETrainConfig, load_autoencoder
@@ -146,11 +147,6 @@ def _train_config(a):
                        sample_every=a.sample_every, save_every=a.save_every, num_samples=a.num_samples)
 
 
-def _augment(a):
-
-    return Augment(copies=a.augment) if a.augment and a.augment > 1 else None
-
-
 def _run_gan(a, model_fn, kind: str) -> int:
     """Shared by train / finetune: latents (rank 0, broadcast), model, trainer, fit."""
 
@@ -160,7 +156,8 @@ def _run_gan(a, model_fn, kind: str) -> int:
     with training_mode():
         ae, size, make_model = model_fn(a, device, log)
         lat = shared_latents(world, device, lambda: build_latents(
-            ae, size, folder=a.data, augment=_augment(a), seed=a.seed, cache_dir=paths.cache_dir, device=device,
+            ae, size, folder=a.data, augment=Augment.coerce(a.augment), seed=a.seed, cache_dir=paths.cache_dir,
+            device=device,
             skip_bad=a.skip_bad_images, log=log))
         model = make_model(lat)
         disc_cfg = _json_arg(a.disc_config, "--disc-config")
@@ -197,10 +194,7 @@ def _finish(res, cfg, world, log) -> int:
 
 def cmd_finetune(a) -> int:
     def model_fn(a, device, log):
-        import lddgan_core as L
-
-
-        base = L.load(resolve_model_path(a.model), device="cpu")
+        base = load_model(resolve_model_path(a.model), device="cpu")
         return base.autoencoder.to(device), base.config.image_size, lambda lat: base
 
     return _run_gan(a, model_fn, "finetune")

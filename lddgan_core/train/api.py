@@ -28,18 +28,6 @@ from .trainer import GANTrainer, load_discriminator, load_state, new_reference_m
 FinetuneResult = FitResult
 
 
-def _augment(spec) -> Augment | None:
-    if spec is None or spec is False or spec == 0 or spec == 1:
-        return None
-    if spec is True:
-        return Augment()
-    if isinstance(spec, Augment):
-        return spec
-    if isinstance(spec, int):
-        return Augment(copies=spec)
-    raise InputError(f"augment: expected a bool, a number of copies or an Augment, got {spec!r}")
-
-
 def shared_latents(world: tdist.World, device, make: Callable[[], LatentSet]) -> LatentSet:
     """Rank 0 builds (or loads) the latents; the other ranks receive them, so all train on the same data."""
     if not world.active:
@@ -97,24 +85,35 @@ def train_model(model: LDDGAN, data: LatentSet, cfg: TrainConfig, *, paths: RunP
                    preview_every=preview_every)
 
 
-def finetune(model: LDDGAN, images: torch.Tensor | None = None, folder: str | None = None, *, steps: int = 500,
-             batch_size: int = 8, lr_g: float = 5e-5, lr_d: float = 1e-4, schedule: str = "sigmoid",
-             gamma: float = 6.0, r1_gamma: float = 1.0, ema_decay: float = 0.999, augment=False, seed: int = 0,
-             save_path: str | None = None, save_every: int = 0, resume: bool = True,
-             progress: Callable | None = None, should_stop: Callable[[], bool] | None = None,
-             lazy_reg: int = 10, micro_batch: int | None = None, discriminator=None, disc_config=None,
-             latent_mode: str = "sample", device=None, preview_every: int | None = None, num_samples: int = 16,
-             log_every: int = 1, skip_bad: bool = False, log: Callable[[str], None] | None = None) -> FinetuneResult:
+# What a fine-tune changes from TrainConfig's defaults (short runs on few images, from a trained model).
+FINETUNE_DEFAULTS = dict(steps=500, lr_g=5e-5, ema_warmup=True, log_every=1)
+
+
+def finetune_config(**fields) -> TrainConfig:
+    """The TrainConfig of a fine-tune: TrainConfig's defaults, then FINETUNE_DEFAULTS, then `fields` (TrainConfig
+    field names; ``schedule`` is accepted for rec_schedule)."""
+    if "schedule" in fields:
+        fields["rec_schedule"] = fields.pop("schedule")
+    return TrainConfig.from_dict({**FINETUNE_DEFAULTS, **fields})
+
+
+def finetune(model: LDDGAN, images: torch.Tensor | None = None, folder: str | None = None,
+             config: TrainConfig | None = None, *, augment=False, save_path: str | None = None, resume: bool = True,
+             progress: Callable | None = None, should_stop: Callable[[], bool] | None = None, discriminator=None,
+             disc_config=None, device=None, preview_every: int | None = None, skip_bad: bool = False,
+             log: Callable[[str], None] | None = None, **train_fields) -> FinetuneResult:
     """Fine-tune `model` (any LDDGAN, official conversions included) on images with Weighted Learning.
 
     images: [B, 3, H, W] in [-1, 1] (resized / center-cropped to the model's size) and/or folder (recursive).
+    config: the run's TrainConfig (steps, batch_size, lr_g, lr_d, rec_schedule, gamma, r1_gamma, ema_decay, seed,
+    save_every, ...); without one, ``finetune_config(**train_fields)`` (e.g. ``steps=300, schedule="sigmoid"``).
     The autoencoder stays frozen; G is trained with a fresh discriminator (or `discriminator`: a file or a
     (config, state dict) pair), EMA with warm-up. Returns a FinetuneResult: model (a NEW LDDGAN with the EMA
     generator; the input is untouched), losses, loss_curve and sample_grid (uint8 HxWx3), checkpoint_path.
 
     save_path (model .safetensors): writes it plus <stem>.train.pt (resume point), <stem>.discriminator.
     safetensors, <stem>.losses.csv, <stem>.loss_curve.png and <stem>.cache/ (latents); with resume=True an
-    existing <stem>.train.pt is continued. save_every: checkpoint interval (0: end / interrupt only).
+    existing <stem>.train.pt is continued. config.save_every: checkpoint interval (0: end / interrupt only).
     progress(step, total, logs, preview) after each iteration (preview: EMA samples [n,3,H,W] in [-1,1] every
     preview_every iterations, else None); should_stop() polled before each iteration. On should_stop the
     last state is saved and the result has interrupted=True; if progress raises, the state is saved and the
@@ -122,20 +121,20 @@ def finetune(model: LDDGAN, images: torch.Tensor | None = None, folder: str | No
     inference mode)."""
     if not isinstance(model, LDDGAN):
         raise InputError(f"finetune: model must be an LDDGAN, got {type(model).__name__}")
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, micro_batch=micro_batch, lr_g=lr_g, lr_d=lr_d,
-                      rec_schedule=schedule, gamma=gamma, r1_gamma=r1_gamma, lazy_reg=lazy_reg, ema_decay=ema_decay,
-                      ema_warmup=True, latent_mode=latent_mode, seed=seed, log_every=log_every,
-                      save_every=save_every, num_samples=num_samples)
+    if config is not None and train_fields:
+        raise InputError(f"finetune: give a TrainConfig or its fields as keywords, not both ({sorted(train_fields)})")
+    cfg = config if config is not None else finetune_config(**train_fields)
     paths = RunPaths.beside(os.fspath(save_path)) if save_path else RunPaths()
     if paths.model and not paths.model.endswith(".safetensors"):
         raise InputError(f"finetune save_path must end with .safetensors, got {save_path!r}")
     device = torch.device(device) if device is not None else model.device
     with torch.inference_mode(False), torch.enable_grad():
         data = build_latents(model.autoencoder, model.config.image_size, images=images, folder=folder,
-                             augment=_augment(augment), seed=seed, cache_dir=paths.cache_dir, device=device,
+                             augment=Augment.coerce(augment), seed=cfg.seed, cache_dir=paths.cache_dir, device=device,
                              skip_bad=skip_bad, log=log)
         prov = {"source": "finetune", "base": dict(model.config.provenance), "base_name": model.config.name,
-                "steps": steps, "images": len(data), "schedule": schedule, "gamma": gamma, "seed": seed}
+                "steps": cfg.steps, "images": len(data), "schedule": cfg.rec_schedule, "gamma": cfg.gamma,
+                "seed": cfg.seed}
         return train_model(model, data, cfg, paths=paths, resume=resume, discriminator=discriminator,
                            disc_config=disc_config, device=device, progress=progress, should_stop=should_stop,
                            log=log, provenance=prov, preview_every=preview_every)

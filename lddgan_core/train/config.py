@@ -107,7 +107,7 @@ GENERATOR_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), nz=16, z_emb_dim=32, n_mlp=1),
     # a few hours on one GPU for 32-64 px data
     "small": dict(nf=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(), nz=50, z_emb_dim=128, n_mlp=2),
-    # the official configurations (LDDGAN_FACTS.md)
+    # the official configurations (the official run.sh test commands)
     "cifar10": dict(nf=128, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(32,), nz=50, z_emb_dim=256, n_mlp=4),
     "celeba256": dict(nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), nz=100, z_emb_dim=256,
                       n_mlp=3),
@@ -160,9 +160,9 @@ def autoencoder_config(spec, image_size: int) -> AutoencoderConfig:
 
 def default_discriminator(latent_shape, ngf: int = 64) -> dict:
     """The official choice: the small D with 3 layers for latents up to 16 px (CIFAR-10), the large one with
-    4 layers above (CelebA-HQ, LSUN; 3 layers when the latent is smaller than 16 px)."""
+    4 layers above (CelebA-HQ, LSUN)."""
     C, H, W = latent_shape
     side = min(H, W)
     if side <= 16:
         return dict(kind="small", in_channels=2 * C, ngf=ngf, num_layers=3)
-    return dict(kind="large", in_channels=2 * C, ngf=ngf, num_layers=4 if side >= 16 else 3)
+    return dict(kind="large", in_channels=2 * C, ngf=ngf, num_layers=4)

@@ -133,6 +133,20 @@ class Augment:
     def key(self) -> str:
         return f"aug(c={self.copies},f={int(self.hflip)},t={self.translate},j={self.jitter})"
 
+    @classmethod
+    def coerce(cls, spec) -> "Augment | None":
+        """An Augment from what the edges pass: None / False / 0 / 1 (no augmentation), True (the defaults),
+        a number of copies, or an Augment."""
+        if spec is None or spec is False or spec == 0 or spec == 1:
+            return None
+        if spec is True:
+            return cls()
+        if isinstance(spec, cls):
+            return spec
+        if isinstance(spec, int):
+            return cls(copies=spec)
+        raise InputError(f"augment: expected a bool, a number of copies or an Augment, got {spec!r}")
+
 
 def augment(images: torch.Tensor, aug: Augment, seed: int) -> torch.Tensor:
     """[N, 3, H, W] -> [N * copies, 3, H, W] (copy-major: rows k*N .. k*N+N-1 are copy k); copy 0 is the

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import os
 
 import torch
 
