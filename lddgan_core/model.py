@@ -16,7 +16,8 @@ from .fast.context import channels_last_for, clone_inference_tensors, runtime
 from .fast.decode import DecodePlan, decode_tiled, plan_decode, warn_decoder_fallback
 from .fast.options import MIN_TILE, FastOptions
 from .formats.lddgan_file import key_mismatch, parse_dtype, read_model_file, save_model
-from .limits import check_finite_output, check_finite_schedule, check_finite_weights, check_weights_match
+from .formats.weights_check import check_weights_match
+from .limits import check_finite_output, check_finite_schedule, check_finite_weights
 from .nets.autoencoder import Autoencoder
 from .nets.generator import Generator
 

@@ -10,6 +10,7 @@ import contextlib
 import os
 
 from .errors import InputError
+from .hub.download import _try_lock
 
 
 def _pid_alive(pid: int) -> bool:
@@ -37,8 +38,6 @@ def _recorded_pid(path: str) -> int | None:
 @contextlib.contextmanager
 def run_lock(path: str | os.PathLike, what: str):
     """Hold the lock ``path`` for the duration; InputError naming ``what`` when another live process holds it."""
-    from .hub.download import _try_lock
-
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     f = open(path, "a+", encoding="ascii")

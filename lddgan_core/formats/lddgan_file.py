@@ -13,9 +13,11 @@ import os
 import torch
 
 from ..atomic import atomic_write
-from ..config import FORMAT_NAME, FORMAT_VERSION
+from ..config import FORMAT_NAME, FORMAT_VERSION, ModelConfig
 from ..errors import CheckpointError, ConfigError
+from ..limits import check_finite_weights
 from .safe_load import read_safetensors
+from .weights_check import check_weights_match
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
            "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -96,9 +98,6 @@ def key_mismatch(target: dict, given: dict) -> tuple[list[str], list[str], list[
 def validate_model_file(path):
     """Check an LDDGAN file completely without building the model: format, config (types and limits), the
     weights' names and shapes against the config, finite weights. Returns the ModelConfig."""
-    from ..config import ModelConfig
-    from ..limits import check_finite_weights, check_weights_match
-
     p = os.fspath(path)
     meta, tensors = read_model_file(p)
     try:

@@ -25,9 +25,12 @@ import torch
 
 from ..config import AutoencoderConfig, DiffusionConfig, GeneratorConfig, ModelConfig
 from ..errors import CheckpointError, ConfigError
+from ..limits import check_finite_weights
 from ..model import LDDGAN
+from ..nets.generator import Generator
 from ..version import __version__
 from .safe_load import read_state_dict
+from .weights_check import expected_shapes
 
 # Official argparse options that do not change the inference architecture (training, paths, I/O).
 _IGNORED_GENERATOR_ARGS = {
@@ -398,10 +401,6 @@ def _file_budget(gk: dict, ae_cfg, part: str, shapes: dict | None = None) -> int
     """Bytes a generator / autoencoder checkpoint may allocate, from what the config implies (the generator's
     z-mapping sizes are read from the file itself, so the official defaults stand in for them here)."""
     if shapes is None:
-        import torch
-
-        from ..nets.generator import Generator
-
         try:
             gcfg = GeneratorConfig(**{"nz": 100, "z_emb_dim": 256, "n_mlp": 3, **gk})
         except (ConfigError, TypeError):
@@ -441,8 +440,6 @@ def load_official(config, generator, autoencoder, *, device="cpu", dtype=torch.f
         raise ConfigError(f"{where}: {e}") from None
     # Shapes are checked against the architecture built on the meta device (nothing allocated) before the model
     # is built: a config asking for far more than the files hold fails here, cheaply.
-    from ..limits import check_finite_weights, expected_shapes
-
     shapes = expected_shapes(mcfg)
     meta_target = lambda prefix: {k[len(prefix):]: torch.empty(v, device="meta")  # noqa: E731
                                   for k, v in shapes.items() if k.startswith(prefix)}
