@@ -9,4 +9,7 @@ if __package__:  # imported as a package, as ComfyUI does: an import error here 
 else:  # executed as a plain file (e.g. a tool walking the repository): nothing to register
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+# web/: a small frontend extension that refreshes the Model Loader's list after Save Model / Fine-Tune has run
+WEB_DIRECTORY = "./web"
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from . import chunks, runtime
-from .convert import FIT_MODES, check_image_shape, fitted_size, image_to_model, latent_samples, model_to_image
+from .convert import (FIT_MODES, check_image_shape, fitted_size, image_to_model, latent_samples, model_to_image,
+                      tag_latent)
 from .lib import L
 from .model_nodes import MODEL_TYPE
 
@@ -14,7 +15,7 @@ class LDDGANEncode:
     RETURN_NAMES = ("latent",)
     OUTPUT_TOOLTIPS = ("Latents in the autoencoder's own space (KL: the posterior mean; VQ: before "
                        "quantization), for LDDGAN Sampler (image-to-image) or LDDGAN Decode.",)
-    DESCRIPTION = ("Encodes images with the LDDGAN model's autoencoder. Images whose size does not fit the model "
+    DESCRIPTION = ("Encodes images with the LDDGAN model's autoencoder. Images of another size than the model's "
                    "are refused unless fit says how to crop / resize them (never stretched).")
 
     @classmethod
@@ -24,10 +25,11 @@ class LDDGANEncode:
                 "model": (MODEL_TYPE, {"tooltip": "The LDDGAN model from LDDGAN Model Loader."}),
                 "image": ("IMAGE", {"tooltip": "Images [B, H, W, 3], values 0..1 (an alpha channel is dropped)."}),
                 "fit": (FIT_MODES, {"default": "error",
-                                    "tooltip": "When the size does not fit the model: 'error' refuses it; 'center "
-                                               "crop' crops to the nearest size that fits; 'crop and resize to model "
-                                               "size' center-crops to a square and resizes to the model's training "
-                                               "size (aspect ratio kept)."}),
+                                    "tooltip": "Images of a size other than the model's own (e.g. 32x32 px): "
+                                               "'error' refuses them; 'center crop' crops to the nearest size "
+                                               "the autoencoder and generator can take (a size the model was not "
+                                               "trained at); 'crop and resize to model size' center-crops to a "
+                                               "square and resizes to the model's size (aspect ratio kept)."}),
             },
         }
 
@@ -49,7 +51,7 @@ class LDDGANEncode:
             first = chunks.chunk_size(B, chunks.encode_bytes(model, H, W), runtime.free_memory(device))
             lat = chunks.run_chunked(B, first, lambda a, b: model.encode(x[a:b].to(device)),
                                      on_done=lambda n: pbar.update_absolute(n, B))
-        return ({"samples": lat},)
+        return (tag_latent({"samples": lat}, model),)
 
 
 class LDDGANDecode:

@@ -1,9 +1,14 @@
 """ComfyUI data <-> library tensors. The only place BHWC images and LATENT dicts are handled.
 
 IMAGE  [B, H, W, 3] float 0..1  <->  library images [B, 3, H, W] in [-1, 1]
-LATENT {"samples": [B, C, h, w], "batch_index"?: [int]}  in the autoencoder's own, unscaled space
+LATENT {"samples": [B, C, h, w], "batch_index"?: [int], "lddgan_latent_space"?: str}  in the autoencoder's own,
+       unscaled space; LDDGAN nodes tag the latents they make with the identity of the autoencoder that defines
+       that space (core latent nodes copy the dict, so the tag travels through them)
 """
 from __future__ import annotations
+
+import hashlib
+import json
 
 import torch
 import torch.nn.functional as F
@@ -71,13 +76,13 @@ def image_to_model(image, model, fit: str = "error", name: str = "image") -> tor
     H, W = x.shape[2:]
     m = image_multiple(model)
     if fit == "error":
-        if H % m or W % m:
+        size = model.config.image_size
+        if (H, W) != (size, size):
             raise L.InputError(
-                f"{name}: {W}x{H} px does not fit this model: width and height must be multiples of {m} "
-                f"(autoencoder factor {model.config.autoencoder.downsample_factor} x generator "
-                f"{latent_multiple(model)}); the model was trained at {model.config.image_size}x"
-                f"{model.config.image_size}. Choose fit='center crop' or 'crop and resize to model size', or "
-                f"resize the image first")
+                f"{name}: {W}x{H} px does not fit this model: fit='error' takes only the model's own size, "
+                f"{size}x{size} px. Choose fit='crop and resize to model size' (a centred square, resized), or "
+                f"'center crop' (crops to the nearest size whose width and height are multiples of {m}, for "
+                f"sizes the model was not trained at), or resize the image first")
     elif fit == "center crop":
         h2, w2 = H // m * m, W // m * m
         if h2 == 0 or w2 == 0:
@@ -100,10 +105,61 @@ def model_to_image(x: torch.Tensor) -> torch.Tensor:
     return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1).contiguous()
 
 
+LATENT_TAG = "lddgan_latent_space"  # extra LATENT key: latent_space_id() of the model whose autoencoder made it
+_ID_ELEMENTS = 64  # leading elements of each autoencoder tensor that enter the identity
+_ID_PROJECTIONS = 4
+_ID_TOLERANCE = 0.02  # precision changes move a projection by < 0.005; other weights by ~1 (they are ~N(0, 1))
+
+
+def latent_space_id(model) -> str:
+    """The identity of the latent space a model's autoencoder defines: 'ae-<hash of its config>:p1,p2,p3,p4',
+    where p_k are fixed random +-1 projections of the leading elements of every autoencoder tensor, normalised
+    to unit variance. The same weights at another precision (fp32 / fp16 / bf16) move them by far less than
+    _ID_TOLERANCE, other weights move them by about 1. Fine-tuning trains only the generator, so a fine-tuned
+    model shares its base model's latent space. Computed once per model object."""
+    cached = getattr(model, "_lddgan_latent_space_id", None)
+    if cached is not None:
+        return cached
+    cfg = hashlib.sha256(json.dumps(model.config.to_dict()["autoencoder"], sort_keys=True).encode()).hexdigest()
+    with torch.no_grad():
+        v = torch.cat([t.detach().reshape(-1)[:_ID_ELEMENTS].to("cpu", torch.float64)
+                       for _k, t in sorted(model.autoencoder.state_dict().items()) if t.is_floating_point()])
+        signs = torch.randint(0, 2, (_ID_PROJECTIONS, v.numel()), generator=torch.Generator().manual_seed(0))
+        p = (signs.double() * 2 - 1) @ v / v.norm().clamp_min(1e-30)
+    ident = f"ae-{cfg[:10]}:" + ",".join(f"{x:.4f}" for x in p.tolist())
+    model._lddgan_latent_space_id = ident
+    return ident
+
+
+def same_latent_space(tag: str, model) -> bool:
+    """Whether a LATENT tag names this model's latent space (same autoencoder config, projections within
+    tolerance)."""
+    mine = latent_space_id(model)
+    try:
+        cfg, proj = str(tag).split(":")
+        ours_cfg, ours_proj = mine.split(":")
+        a, b = [float(x) for x in proj.split(",")], [float(x) for x in ours_proj.split(",")]
+    except ValueError:
+        return False
+    return cfg == ours_cfg and len(a) == len(b) and all(abs(x - y) <= _ID_TOLERANCE for x, y in zip(a, b))
+
+
+def tag_latent(latent: dict, model) -> dict:
+    """A LATENT dict made by ``model``, tagged with its latent-space identity."""
+    return {**latent, LATENT_TAG: latent_space_id(model)}
+
+
 def latent_samples(latent, model, name: str = "latent", for_sampling: bool = False) -> torch.Tensor:
-    """The [B, C, h, w] tensor of a LATENT dict, checked against the model."""
+    """The [B, C, h, w] tensor of a LATENT dict, checked against the model (and its tag, when it has one)."""
     if not isinstance(latent, dict) or not torch.is_tensor(latent.get("samples")):
         raise L.InputError(f"{name}: expected a LATENT (a dict with a 'samples' tensor), got {type(latent).__name__}")
+    tag = latent.get(LATENT_TAG)
+    if tag is not None and not same_latent_space(tag, model):
+        raise L.InputError(
+            f"{name}: these latents were made by another LDDGAN model's autoencoder (latent space {tag}; this "
+            f"model's, {model.config.name!r}, is {latent_space_id(model)}), so decoding or sampling them with "
+            f"this model gives noise. Connect the same LDDGAN Model Loader that made them (latents from core "
+            f"nodes or Load Latent carry no tag and are accepted)")
     s = latent["samples"]
     C = model.config.autoencoder.embed_dim
     if s.ndim != 4 or s.shape[1] != C or s.shape[0] < 1:

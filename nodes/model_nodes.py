@@ -6,13 +6,18 @@ import re
 
 import torch
 
-from . import runtime
+from . import listing, runtime
 from .lib import L, check_paths_fit, parse_dtype, save_model
 
 MODEL_TYPE = "LDDGAN_MODEL"
 PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 SAVE_PRECISIONS = ["keep", "fp32", "fp16", "bf16"]
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+
+
+def loadable_models() -> list[str]:
+    """The loader's list: LDDGAN models in the model folders, without fine-tune side files or temporary files."""
+    return listing.loadable(runtime.list_models(), runtime.resolve_model)
 
 
 def load_precision(precision: str, device: torch.device):
@@ -40,10 +45,12 @@ class LDDGANModelLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_name": (runtime.list_models() + runtime.download_choices(), {
+                "model_name": (loadable_models() + runtime.download_choices(), {
                     "tooltip": "An LDDGAN .safetensors model from models/lddgan or shipped with the pack "
                                "(lddgan_shapes32: the default, trained on procedural coloured shapes, 32x32 px; "
-                               "lddgan_tiny_fixture: 16x16 px, random weights, for testing graphs). Entries "
+                               "lddgan_tiny_fixture: 16x16 px, random weights, for testing graphs). Fine-tune "
+                               "side files (.discriminator, .cache, .tmp-) are not listed. A model written by "
+                               "Save Model or Fine-Tune appears when that node has run (else press R). Entries "
                                "marked [download] are published weights (weights_manifest.json) not yet on "
                                "disk: they are fetched, verified and converted on first use when "
                                "allow_download is on."}),
@@ -65,9 +72,9 @@ class LDDGANModelLoader:
     def VALIDATE_INPUTS(cls, model_name):
         # Replaces ComfyUI's combo check for model_name: a saved workflow that picked '[download] X' stays
         # valid after X has been installed (the choice then disappears from the list).
-        if model_name in runtime.list_models() or runtime.download_entry(model_name) is not None:
+        if model_name in loadable_models() or runtime.download_entry(model_name) is not None:
             return True
-        return (f"model_name: {model_name!r} is neither a model in {runtime.model_dirs()} nor a download "
+        return (f"model_name: {model_name!r} is neither an LDDGAN model in {runtime.model_dirs()} nor a download "
                 f"listed in the weights manifest")
 
     @classmethod

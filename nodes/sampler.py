@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import chunks, runtime
-from .convert import latent_samples, seeds_for
+from .convert import latent_samples, seeds_for, tag_latent
 from .lib import L, start_step_for
 from .model_nodes import MODEL_TYPE
 
@@ -63,8 +63,8 @@ class LDDGANSampler:
             seeds, steps = seeds_for(seed, B, latent.get("batch_index")), start_step_for(denoise, T)  # mapped once
             out = {k: v for k, v in latent.items() if k != "samples"}  # keeps batch_index, as core samplers do
             if steps == 0:  # nothing to run: the library returns the input (no device move needed)
-                return ({**out, "samples": model.sample(seeds=seeds, init_latent=init, start_step=0)
-                         .to(runtime.output_device())},)
+                return (tag_latent({**out, "samples": model.sample(seeds=seeds, init_latent=init, start_step=0)
+                                    .to(runtime.output_device())}, model),)
 
         pbar = runtime.progress_bar(B * steps)
 
@@ -80,4 +80,4 @@ class LDDGANSampler:
                 return model.sample(seeds=seeds[a:b], init_latent=x, start_step=steps, callback=step)
 
             samples = chunks.run_chunked(B, first, run)
-        return ({**out, "samples": samples},)
+        return (tag_latent({**out, "samples": samples}, model),)

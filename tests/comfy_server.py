@@ -17,6 +17,17 @@ import uuid
 
 import numpy as np
 
+LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "comfy_launch.py")  # main.py + a torchvision fix
+
+
+def comfyui_dir() -> str | None:
+    """$COMFYUI_DIR, else the ComfyUI checkout at <repo>/../shared/comfyui when there is one (CI has it)."""
+    env = os.environ.get("COMFYUI_DIR")
+    if env:
+        return env
+    shared = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "comfyui")
+    return os.path.realpath(shared) if os.path.isfile(os.path.join(shared, "main.py")) else None
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -37,8 +48,9 @@ class ComfyServer:
         self.log_path = os.path.join(base, "comfyui.log")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port), "--disable-auto-launch",
-             "--disable-api-nodes", "--base-directory", base, *extra_args],
+            [python, LAUNCHER, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+             "--disable-auto-launch", "--disable-api-nodes", "--base-directory", base,
+             "--database-url", "sqlite:///:memory:", *extra_args],
             cwd=comfy_dir, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, **(env or {})})
         deadline = time.time() + start_timeout

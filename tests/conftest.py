@@ -10,18 +10,26 @@ import lddgan_core as L
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"  # the project's fixture sets, beside the repository
+OWN_FIXTURE = REPO / "tests" / "data" / "official_tiny"  # the repository's copy of official_tiny (README there)
+FIXTURE_FILES = ("config.json", "netG.pth", "autoencoder.ckpt", "cases.safetensors")
+
+
 def fixtures_dir() -> pathlib.Path:
-    """$LDDGAN_FIXTURES_DIR, else <repo>/../shared/fixtures/official_tiny."""
+    """$LDDGAN_FIXTURES_DIR, else ../shared/fixtures/official_tiny when present, else the repository's copy."""
     env = os.environ.get("LDDGAN_FIXTURES_DIR")
-    return pathlib.Path(env) if env else REPO.parent / "shared" / "fixtures" / "official_tiny"
+    if env:
+        return pathlib.Path(env)
+    shared = SHARED_FIXTURES / "official_tiny"
+    return shared if all((shared / f).is_file() for f in FIXTURE_FILES) else OWN_FIXTURE
 
 
 @pytest.fixture(scope="session")
 def official_tiny() -> pathlib.Path:
-    """Folder with config.json, netG.pth, autoencoder.ckpt, cases.safetensors (skips if absent)."""
+    """Folder with config.json, netG.pth, autoencoder.ckpt, cases.safetensors (fails if a file is missing)."""
     d = fixtures_dir()
-    if not all((d / f).is_file() for f in ("config.json", "netG.pth", "autoencoder.ckpt")):
-        pytest.skip(f"official_tiny fixtures not found in {d} (set LDDGAN_FIXTURES_DIR)")
+    missing = [f for f in FIXTURE_FILES if not (d / f).is_file()]
+    assert not missing, f"official_tiny fixture files missing in {d}: {missing}"
     return d
 
 

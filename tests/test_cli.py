@@ -17,9 +17,10 @@ from PIL import Image
 
 import lddgan_core as L
 from lddgan_core.tools.cli import DEFAULT_MODEL, FIXTURE_MODEL, main
+from conftest import fixtures_dir
 
 REPO = Path(__file__).resolve().parents[1]
-FIX = Path(os.environ.get("LDDGAN_FIXTURES_DIR", REPO.parent / "shared" / "fixtures" / "official_tiny"))
+FIX = fixtures_dir()  # ../shared/fixtures/official_tiny, or the repository's copy in tests/data
 needs_fixture = pytest.mark.skipif(not (FIX / "netG.pth").is_file(), reason=f"no fixture at {FIX}")
 
 

@@ -214,7 +214,7 @@ def test_same_seed_same_image_whatever_the_batch(shipped):
 
 def test_sampler_matches_the_library(shipped):
     lat = _sample(shipped, 7, 3)
-    assert set(lat) == {"samples"} and lat["samples"].shape == (3, 4, 8, 8)
+    assert set(lat) == {"samples", convert.LATENT_TAG} and lat["samples"].shape == (3, 4, 8, 8)
     torch.testing.assert_close(lat["samples"], shipped.sample(seeds=[7, 8, 9]), rtol=0, atol=1e-6)
 
 
@@ -369,7 +369,7 @@ def test_decode_and_encode_match_the_library(shipped):
     torch.testing.assert_close(img, ref, rtol=0, atol=1e-6)
     x = _image(3, B=2)
     lat = P.LDDGANEncode().encode(shipped, x)[0]
-    assert set(lat) == {"samples"} and lat["samples"].shape == (2, 4, 8, 8)
+    assert set(lat) == {"samples", convert.LATENT_TAG} and lat["samples"].shape == (2, 4, 8, 8)
     torch.testing.assert_close(lat["samples"], shipped.encode((x * 2 - 1).permute(0, 3, 1, 2).contiguous()),
                                rtol=0, atol=1e-6)
     rgba = torch.cat([x, torch.zeros(2, 16, 16, 1)], dim=-1)  # alpha dropped, as core VAE Encode does
@@ -383,11 +383,12 @@ def test_decode_handles_other_latent_sizes(shipped):
 
 def test_encode_fit_modes(shipped):
     x = _image(4, B=1, H=21, W=19)
-    with pytest.raises(L.InputError, match=r"image: 19x21 px does not fit this model: .*multiples of 4"):
+    with pytest.raises(L.InputError, match=r"image: 19x21 px does not fit this model: fit='error' takes only "
+                                           r"the model's own size, 16x16 px.*multiples of 4"):
         P.LDDGANEncode().encode(shipped, x, "error")
     crop = P.LDDGANEncode().encode(shipped, x, "center crop")[0]["samples"]
     assert crop.shape == (1, 4, 10, 8)  # 20x16 px: top 0, left 1
-    ref = P.LDDGANEncode().encode(shipped, x[:, 0:20, 1:17], "error")[0]["samples"]
+    ref = shipped.encode((x[:, 0:20, 1:17] * 2 - 1).permute(0, 3, 1, 2).contiguous())
     torch.testing.assert_close(crop, ref, rtol=0, atol=0)
     wide = _image(5, B=1, H=32, W=48)
     rs = P.LDDGANEncode().encode(shipped, wide, "crop and resize to model size")[0]["samples"]

@@ -1,5 +1,6 @@
-"""Integration test against a real ComfyUI (runs only when $COMFYUI_DIR names a ComfyUI checkout;
-$COMFYUI_PYTHON: the interpreter with ComfyUI's requirements, default this one).
+"""Integration test against a real ComfyUI: $COMFYUI_DIR names a ComfyUI checkout, by default ../shared/comfyui
+beside the repository (CI has it; skipped when neither is there); $COMFYUI_PYTHON: the interpreter with ComfyUI's
+requirements, default this one.
 
 ComfyUI is started headless on 127.0.0.1 on the CPU with this pack linked into a temporary base
 directory's custom_nodes/. Checked: /object_info lists the nodes with tooltips; every API workflow and every
@@ -18,6 +19,7 @@ import pathlib
 import shutil
 import sys
 import time
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -30,14 +32,14 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO / "tools")]
 import build_workflows as B  # noqa: E402  tools/build_workflows.py
 import comfy_workflow as CW  # noqa: E402
-from comfy_server import ComfyServer, error_of  # noqa: E402
+from comfy_server import ComfyServer, comfyui_dir, error_of  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 
-COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+COMFYUI_DIR = comfyui_dir()
 if not COMFYUI_DIR:  # one skip for the module, its reason printed in the summary (-rs in pyproject.toml)
-    pytest.skip("COMFYUI_DIR is not set: the real-ComfyUI integration test is skipped (set COMFYUI_DIR to a "
-                "ComfyUI checkout and COMFYUI_PYTHON to a Python with its requirements to run it)",
-                allow_module_level=True)
+    pytest.skip("no ComfyUI: COMFYUI_DIR is not set and ../shared/comfyui is absent, so the real-ComfyUI "
+                "integration test is skipped (set COMFYUI_DIR to a ComfyUI checkout and COMFYUI_PYTHON to a Python "
+                "with its requirements to run it)", allow_module_level=True)
 
 SHIPPED = "lddgan_tiny_fixture.safetensors"  # shipped 16 px fixture model: fast; the examples use B.SHIPPED
 OURS = ["LDDGANModelLoader", "LDDGANSampler", "LDDGANEncode", "LDDGANDecode", "LDDGANSaveModel", "LDDGANVAE",
@@ -138,11 +140,11 @@ def test_object_info_lists_the_nodes_with_tooltips(info):
 
 def test_template_browser_serves_the_examples(server):
     listed = server.get_json("/api/workflow_templates")
-    assert sorted(listed["ComfyUI-LDDGAN"]) == sorted(p.stem for p in EXAMPLES)
+    assert sorted(listed["ComfyUI-LDDGAN"]) == sorted(p.stem for p in EXAMPLES)  # the card titles
     for p in EXAMPLES:
-        served = server.get_json(f"/api/workflow_templates/ComfyUI-LDDGAN/{p.name}")
+        served = server.get_json(f"/api/workflow_templates/ComfyUI-LDDGAN/{urllib.parse.quote(p.name)}")
         assert served == json.loads(p.read_text())
-        status, body = server._request(f"/api/workflow_templates/ComfyUI-LDDGAN/{p.stem}.jpg")
+        status, body = server._request(f"/api/workflow_templates/ComfyUI-LDDGAN/{urllib.parse.quote(p.stem)}.jpg")
         assert status == 200 and body == p.with_suffix(".jpg").read_bytes()
 
 
@@ -167,9 +169,11 @@ def test_offline_core_node_specs_match_comfyui(info):
 # -- example workflows ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_workflows_run_and_repeat(server, info, path):
-    api = _api(path.stem)
+    key = B.ID[path.stem]  # the example's id; its API twin is tests/workflows/<id>.api.json
+    api = _api(key)
     first = server.images(_ok(server, api))
-    ui_api = CW.ui_to_api(json.loads(path.read_text()), info)  # conversion with the real /object_info
+    ui = json.loads(path.read_text())
+    ui_api = CW.ui_to_api(ui, info)  # conversion with the real /object_info
     assert _strip_meta(ui_api) == _strip_meta(api)
     for node in ui_api.values():  # an equivalent input (fp32 is what auto means on the CPU) so that
         if node["class_type"] == "LDDGANModelLoader":  # ComfyUI recomputes everything instead of serving its cache
@@ -178,13 +182,23 @@ def test_example_workflows_run_and_repeat(server, info, path):
     assert first.keys() == second.keys() and first
     for nid in first:
         assert np.array_equal(first[nid], second[nid]), f"{path.stem}: same seed, different pixels"
-    if path.stem == "lddgan_generate":
+    # 32 px outputs are previewed 4x larger (Upscale Image By, nearest-exact), and saved at their true size
+    saves = [str(n["id"]) for n in ui["nodes"] if n["type"] == "SaveImage"]
+    src = {str(n): str(a) for _l, a, _s, n, _t, _ty in ui["links"]}  # (one input each) node -> its source node
+    enlarged = [(str(n["id"]), src[str(n["id"])]) for n in ui["nodes"] if n["type"] == "PreviewImage"
+                and api[src[str(n["id"])]]["class_type"] == "ImageScaleBy"]
+    assert enlarged or key == "lddgan_finetune", key
+    for preview, up in enlarged:
+        (save,) = [s_ for s_ in saves if src[s_] == src[up]]  # the Save Image of the same decoded images
+        assert api[up]["inputs"]["upscale_method"] == "nearest-exact" and api[up]["inputs"]["scale_by"] == 4.0
+        assert np.array_equal(first[preview], first[save].repeat(4, axis=1).repeat(4, axis=2)), (preview, save)
+    if key == "lddgan_generate":
         _check_images(first["4"], 8, 32)
-    elif path.stem == "lddgan_image_to_image":
-        (out,) = first.values()
+    elif key == "lddgan_image_to_image":
+        (out,) = (first[s_] for s_ in saves)
         _check_images(out, 4, 32)
         assert min(np.abs(out[i].astype(int) - out[j]).max() for i in range(4) for j in range(i)) > 0
-    elif path.stem == "lddgan_finetune":  # the second run resumed the finished run: the same model
+    elif key == "lddgan_finetune":  # the second run resumed the finished run: the same model
         _check_images(first["6"], 4, 32)
         assert first["7"].shape == (1, 360, 640, 3) and first["7"].std() > 5  # loss curve
         _check_images(first["8"], 1, 138)  # sample grid
@@ -193,7 +207,7 @@ def test_example_workflows_run_and_repeat(server, info, path):
         loader = server.get_json("/object_info/LDDGANModelLoader")["LDDGANModelLoader"]
         assert name in loader["input"]["required"]["model_name"][0]
     else:
-        batch, single = (first[k] for k in sorted(first, key=int))
+        batch, single = (first[s_] for s_ in saves)
         _check_images(batch, 8, 32)
         _check_images(single, 1, 32)
         assert np.abs(batch[3].astype(int) - single[0]).max() <= 1  # seed 42 + 3 == seed 45
@@ -392,3 +406,86 @@ def test_bad_inputs_are_node_errors_and_the_server_keeps_serving(server):
 
     # still serving
     _check_images(server.images(_ok(server, _api("lddgan_generate")))["4"], 8, 32)
+
+
+# -- what a creator hit in the frontend (issue 15) ---------------------------------------------------------------
+def test_latent_tag_travels_through_core_latent_nodes_and_another_model_is_refused(server):
+    """LDDGAN latents carry their latent space's identity; the core latent nodes copy the dict, so after each of
+    them LDDGAN Decode with another model of the same channel count (from_yaml: another tiny KL model) refuses
+    them, while the producing model decodes them. Latents through Save / Load Latent lose the tag: accepted."""
+    m, other = ["1", 0], ["2", 0]
+    base = {"1": N("LDDGANModelLoader", model_name=SHIPPED),
+            "2": N("LDDGANModelLoader", model_name="from_yaml.safetensors"),
+            "3": N("LDDGANSampler", model=m, seed=0, batch_size=2, denoise=1.0)}
+    through = {"sampler": ["3", 0],
+               "LatentFromBatch": N("LatentFromBatch", samples=["3", 0], batch_index=1, length=1),
+               "RepeatLatentBatch": N("RepeatLatentBatch", samples=["3", 0], amount=2),
+               "LatentUpscaleBy": N("LatentUpscaleBy", samples=["3", 0], upscale_method="nearest-exact", scale_by=2.0),
+               "LatentBatch": N("LatentBatch", samples1=["3", 0], samples2=["3", 0])}
+    for name, node in through.items():
+        p = dict(base)
+        if isinstance(node, dict):
+            p["4"], src = node, ["4", 0]
+        else:
+            src = node
+        p["5"] = N("LDDGANDecode", model=other, latent=src)
+        p["6"] = N("SaveImage", images=["5", 0], filename_prefix="tag/other")
+        _failed(server, p, "LDDGANDecode", "latent: these latents were made by another LDDGAN model's autoencoder")
+        p["5"] = N("LDDGANDecode", model=m, latent=src)
+        p["6"] = N("SaveImage", images=["5", 0], filename_prefix=f"tag/{name}")
+        assert server.images(_ok(server, p))["6"].std() > 5, name
+    # an LDDGAN Encode latent is tagged too: the other model's Sampler refuses it
+    p = {**base, "4": N("LoadImage", image="example.png"),
+         "5": N("LDDGANEncode", model=m, image=["4", 0], fit="crop and resize to model size"),
+         "6": N("LDDGANSampler", model=other, seed=0, batch_size=1, denoise=0.5, latent=["5", 0]),
+         "7": N("SaveLatent", samples=["6", 0], filename_prefix="tag/x")}
+    _failed(server, p, "LDDGANSampler", "these latents were made by another LDDGAN model's autoencoder")
+    # Save Latent keeps only the tensor: loaded back, the latent is untagged and any model takes it
+    entry = _ok(server, {**base, "4": N("SaveLatent", samples=["3", 0], filename_prefix="tag/saved")})
+    shutil.copy(_latent_file(server, entry, "4"), os.path.join(server.base, "input", "tagged_roundtrip.latent"))
+    p = {**base, "4": N("LoadLatent", latent="tagged_roundtrip.latent"),
+         "5": N("LDDGANDecode", model=other, latent=["4", 0]),
+         "6": N("SaveImage", images=["5", 0], filename_prefix="tag/loaded")}
+    _check_images(server.images(_ok(server, p))["6"], 2, 16)
+
+
+def test_encode_fit_error_refuses_any_other_size(server):
+    """The 16 px model with fit = error: a 32x32 image (a multiple of every factor) is refused, as the tooltip says;
+    16x16 is taken."""
+    for size, ok in ((32, False), (16, True)):
+        p = {"1": N("LDDGANModelLoader", model_name=SHIPPED), "2": N("LoadImage", image="example.png"),
+             "3": N("ImageScale", image=["2", 0], upscale_method="area", width=size, height=size, crop="center"),
+             "4": N("LDDGANEncode", model=["1", 0], image=["3", 0], fit="error"),
+             "5": N("SaveLatent", samples=["4", 0], filename_prefix=f"fit/{size}")}
+        if ok:
+            _ok(server, p)
+        else:
+            _failed(server, p, "LDDGANEncode", "image: 32x32 px does not fit this model: fit='error' takes only the "
+                                               "model's own size, 16x16 px")
+    tooltip = server.get_json("/object_info/LDDGANEncode")["LDDGANEncode"]["input"]["required"]["fit"][1]["tooltip"]
+    assert "'error' refuses them" in tooltip
+
+
+def test_loader_lists_no_side_files(server):
+    """Files beside models that are not models (fine-tune side files, caches, temporary files, foreign
+    safetensors) are not offered, and naming one is a validation error; a new model appears on the next
+    /object_info (what R in the frontend fetches)."""
+    from safetensors.torch import save_file
+
+    models = pathlib.Path(server.base) / "models" / "lddgan"
+    save_file({"w": torch.zeros(2)}, str(models / "side.discriminator.safetensors"),
+              metadata={"format": "lddgan-discriminator", "config": "{}"})
+    (models / "side.cache").mkdir(exist_ok=True)
+    save_file({"w": torch.zeros(2)}, str(models / "side.cache" / "latents-00.safetensors"))
+    shutil.copy(models / "test_vq.safetensors", models / ".tmp-abcside.safetensors")
+    save_file({"w": torch.zeros(2)}, str(models / "foreign.safetensors"))
+    torch.manual_seed(5)
+    L.LDDGAN(tiny_config("kl")).save(models / "fresh.safetensors")
+    names = server.get_json("/object_info/LDDGANModelLoader")["LDDGANModelLoader"]["input"]["required"][
+        "model_name"][0]
+    assert "fresh.safetensors" in names and "test_vq.safetensors" in names
+    bad = [n for n in names if "side" in n or "foreign" in n or ".tmp-" in n]
+    assert not bad, bad
+    status, body = server.queue({"1": N("LDDGANModelLoader", model_name="side.discriminator.safetensors"),
+                                 "2": N("LDDGANSaveModel", model=["1", 0], filename="x", overwrite=False)})
+    assert status == 400 and "is neither an LDDGAN model" in json.dumps(body["node_errors"]["1"]), body

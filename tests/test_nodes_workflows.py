@@ -49,8 +49,10 @@ def _api(name):
 def test_examples_exist_with_thumbnails():
     from PIL import Image
 
-    assert {p.stem for p in EXAMPLES} == {"lddgan_generate", "lddgan_image_to_image", "lddgan_fixed_seed_batch",
-                                          "lddgan_finetune"}
+    # the frontend shows a custom node's template under its file name: the names are the cards' titles
+    assert {p.stem for p in EXAMPLES} == {"LDDGAN Generate", "LDDGAN Image to Image Variations",
+                                          "LDDGAN Fixed Seed Batch", "LDDGAN Fine-Tune"}
+    assert {B.ID[p.stem] for p in EXAMPLES} == set(B.WORKFLOWS)
     for p in EXAMPLES:
         thumb = Image.open(p.with_suffix(".jpg"))
         assert thumb.format == "JPEG" and thumb.size == (512, 384)
@@ -62,7 +64,7 @@ def test_examples_exist_with_thumbnails():
 def test_ui_converts_to_its_api_twin(path, info):
     ui = json.loads(path.read_text())
     assert ui["version"] == 0.4 and ui["last_link_id"] == len(ui["links"])
-    assert CW.ui_to_api(ui, info) == _api(path.stem)
+    assert CW.ui_to_api(ui, info) == _api(B.ID[path.stem])
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
@@ -79,13 +81,16 @@ def test_builder_reproduces_the_committed_workflows(tmp_path):
     B.build(ex, api, docs)
     for p in EXAMPLES:
         assert (ex / p.name).read_text() == p.read_text(), f"{p.name}: rerun python tools/build_workflows.py"
-        assert (api / f"{p.stem}.api.json").read_text() == (HERE / "workflows" / f"{p.stem}.api.json").read_text()
+        twin = f"{B.ID[p.stem]}.api.json"
+        assert (api / twin).read_text() == (HERE / "workflows" / twin).read_text()
 
 
 def test_generate_runs_and_is_reproducible(input_dir):
-    (prefix, a), = CW.run_offline(_api("lddgan_generate"), P.NODE_CLASS_MAPPINGS, input_dir)
-    (_, b), = CW.run_offline(_api("lddgan_generate"), P.NODE_CLASS_MAPPINGS, input_dir)
+    (prefix, a), (shown, big) = CW.run_offline(_api("lddgan_generate"), P.NODE_CLASS_MAPPINGS, input_dir)
+    (_, b), _ = CW.run_offline(_api("lddgan_generate"), P.NODE_CLASS_MAPPINGS, input_dir)
     assert prefix == "LDDGAN/generate" and a.shape == (8, 32, 32, 3)
+    # saved at the true size, previewed 4x larger (nearest: every pixel a 4x4 block)
+    assert shown == "PreviewImage" and torch.equal(big, a.repeat_interleave(4, 1).repeat_interleave(4, 2))
     assert a.std() > 0.05 and (a[0] - a[1]).abs().max() > 0.05
     assert torch.equal(a, b)
 
@@ -99,13 +104,14 @@ def test_fixed_seed_batch_image_3_is_seed_45(input_dir):
 
 
 def test_image_to_image_makes_variations_of_the_input(input_dir):
-    (_, out), = CW.run_offline(_api("lddgan_image_to_image"), P.NODE_CLASS_MAPPINGS, input_dir)
+    (_, out), (_, big) = CW.run_offline(_api("lddgan_image_to_image"), P.NODE_CLASS_MAPPINGS, input_dir)
+    assert big.shape == (4, 128, 128, 3)
     assert out.shape == (4, 32, 32, 3)
     assert min((out[i] - out[j]).abs().max() for i in range(4) for j in range(i)) > 1e-3
     api = _api("lddgan_image_to_image")
     sampler = next(k for k, v in api.items() if v["class_type"] == "LDDGANSampler")
     api[sampler]["inputs"]["denoise"] = 0.0  # denoise 0: the (resized) input image comes back
-    (_, same), = CW.run_offline(api, P.NODE_CLASS_MAPPINGS, input_dir)
+    (_, same), _ = CW.run_offline(api, P.NODE_CLASS_MAPPINGS, input_dir)
     model = P.LDDGANModelLoader().load(B.SHIPPED)[0]
     x = CW._load_image(os.path.join(input_dir, "example.png"))
     ref = P.LDDGANDecode().decode(model, P.LDDGANEncode().encode(model, x, "crop and resize to model size")[0])[0]

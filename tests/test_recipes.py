@@ -89,3 +89,18 @@ def test_ablation_summary_mean_std():
     assert "| adv | 4.000 +- 1.000 | 0.200 +- 0.100 |" in table
     assert "| adv+WL | 1.000 +- 0.000 | 0.600 +- 0.141 |" in table
     assert "| real vs real (ceiling) | 0.500 | 0.900 |" in table
+
+
+def test_probe_trains_and_evaluates(tmp_path, one_thread):
+    """`recipes probe`: a GAN-stage run with overrides, evaluated at its end; the row and the model are written."""
+    import json as _json
+
+    from lddgan_core.tools import recipes
+
+    rows = recipes.run_probe(str(tmp_path), {"images": 64, "steps": 2, "batch_size": 4, "eval_every": 2,
+                                             "n_eval": 64, "gen": {"nf": 16, "num_res_blocks": 1, "use_tanh": False},
+                                             "ngf": 8, "scale": 2.5}, log=lambda m: None)
+    assert [r["step"] for r in rows] == [2]
+    assert rows[0]["fid"] > 0 and 0 <= rows[0]["precision"] <= 1
+    assert _json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])["step"] == 2
+    assert (tmp_path / "model.safetensors").is_file()

@@ -13,8 +13,9 @@ from safetensors.torch import save_file
 
 from lddgan_core.errors import CheckpointError
 from lddgan_core.formats.safe_load import Opaque, _restricted_load, read_safetensors, read_state_dict
+from conftest import fixtures_dir
 
-FIXTURES = pathlib.Path("/work/shared/fixtures/official_tiny")
+FIXTURES = fixtures_dir()  # ../shared/fixtures/official_tiny, or the repository's copy in tests/data
 
 
 # ----------------------------------------------------------------- hostile payload classes

@@ -32,7 +32,7 @@ class Graph:
     def __init__(self, info: dict):
         self.info, self.nodes, self.links = info, [], []
 
-    def add(self, type_, pos, widgets=(), title=None, **inputs) -> int:
+    def add(self, type_, pos, widgets=(), title=None, size=None, **inputs) -> int:
         nid = len(self.nodes) + 1
         entry = self.info[type_]
         node_inputs = []
@@ -51,7 +51,8 @@ class Graph:
         if inputs:
             raise KeyError(f"{type_}: unknown inputs {sorted(inputs)}")
         n_widgets = len(CW.widget_inputs(entry))
-        node = {"id": nid, "type": type_, "pos": list(pos), "size": [300, 46 + 24 * (n_widgets + len(node_inputs))],
+        size = list(size) if size else [300, 46 + 24 * (n_widgets + len(node_inputs))]
+        node = {"id": nid, "type": type_, "pos": list(pos), "size": size,
                 "flags": {}, "order": nid - 1, "mode": 0, "inputs": node_inputs,
                 "outputs": [{"name": n, "type": t, "slot_index": i, "links": []}
                             for i, (n, t) in enumerate(zip(entry["output_name"], entry["output"]))],
@@ -75,44 +76,70 @@ class Graph:
                 "version": 0.4}
 
 
+# Layout at the frontend's default zoom (1.0, offset 0): nothing left of x = 100 (the sidebar is 59 px wide) or
+# above y = 150 (title bars are 30 px; the top bar ends at y = 90). Image outputs get room for what they show:
+# the frontend draws images at most at their own size, in a grid that fits the node, so the 32 px outputs are
+# also shown 4x larger (core Upscale Image By, nearest-exact) in a Preview Image, while Save Image keeps the
+# true size. tests/test_browser.py checks in a real browser that nothing overlaps before or after a run.
+X0, Y0, GAP = 100, 150, 50
+MIN_IMAGE_NODE_H = 270  # the frontend gives Save / Preview Image nodes at least this height (measured, 1.35.9)
+
+
+def enlarged(g, images, pos, n, title="Preview Image (4x, not saved)"):
+    """Upscale Image By (nearest-exact, 4x) -> Preview Image: 32 px outputs shown at 128 px; ``n`` images."""
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    up = g.add("ImageScaleBy", pos, ["nearest-exact", 4.0], title="Upscale Image By 4x",
+               size=(300, 82), image=images)
+    return g.add("PreviewImage", (pos[0], pos[1] + 82 + GAP), [], title=title,
+                 size=(max(300, 132 * cols + 16), max(MIN_IMAGE_NODE_H, 132 * rows + 50)), images=(up, 0))
+
+
 def generate(info):
     g = Graph(info)
-    m = g.add("LDDGANModelLoader", (40, 120), [SHIPPED, "auto", False])
-    s = g.add("LDDGANSampler", (380, 120), [0, "randomize", 8, 1.0], model=(m, 0))
-    d = g.add("LDDGANDecode", (720, 120), [], model=(m, 0), latent=(s, 0))
-    g.add("SaveImage", (1060, 120), ["LDDGAN/generate"], images=(d, 0))
-    g.note((40, 300), NOTE)
+    m = g.add("LDDGANModelLoader", (X0, Y0), [SHIPPED, "auto", False], size=(300, 106))
+    s = g.add("LDDGANSampler", (X0 + 340, Y0), [0, "randomize", 8, 1.0], size=(300, 154), model=(m, 0))
+    d = g.add("LDDGANDecode", (X0 + 680, Y0), [], size=(240, 66), model=(m, 0), latent=(s, 0))
+    g.add("SaveImage", (X0 + 680, Y0 + 116), ["LDDGAN/generate"], size=(240, MIN_IMAGE_NODE_H), images=(d, 0))
+    enlarged(g, (d, 0), (X0 + 940, Y0), 8)
+    g.note((X0, Y0 + 156), NOTE, size=(300, 240))
     return g
 
 
 def image_to_image(info):
     g = Graph(info)
-    m = g.add("LDDGANModelLoader", (40, 120), [SHIPPED, "auto", False])
-    i = g.add("LoadImage", (40, 300), ["example.png", "image"])
-    e = g.add("LDDGANEncode", (380, 300), ["crop and resize to model size"], model=(m, 0), image=(i, 0))
-    r = g.add("RepeatLatentBatch", (380, 480), [4], samples=(e, 0))
-    s = g.add("LDDGANSampler", (720, 120), [0, "randomize", 1, 0.5], title="LDDGAN Sampler (4 variations)",
-              model=(m, 0), latent=(r, 0))
-    d = g.add("LDDGANDecode", (1060, 120), [], model=(m, 0), latent=(s, 0))
-    g.add("SaveImage", (1060, 300), ["LDDGAN/image_to_image"], images=(d, 0))
-    g.note((720, 420), "Image-to-image / variations: **denoise** sets how much is redrawn (0 = the input, 1 = a new "
-                       "image); Repeat Latent Batch makes 4 copies, and each gets its own seed (seed + i).\n\n" + NOTE,
-           size=(320, 260))
+    m = g.add("LDDGANModelLoader", (X0, Y0), [SHIPPED, "auto", False], size=(300, 106))
+    i = g.add("LoadImage", (X0, Y0 + 156), ["example.png", "image"], size=(300, 330))
+    e = g.add("LDDGANEncode", (X0 + 340, Y0), ["crop and resize to model size"], size=(300, 90), model=(m, 0),
+              image=(i, 0))
+    r = g.add("RepeatLatentBatch", (X0 + 340, Y0 + 140), [4], size=(300, 60), samples=(e, 0))
+    s = g.add("LDDGANSampler", (X0 + 340, Y0 + 250), [0, "randomize", 1, 0.5], title="LDDGAN Sampler (4 variations)",
+              size=(300, 154), model=(m, 0), latent=(r, 0))
+    d = g.add("LDDGANDecode", (X0 + 680, Y0), [], size=(240, 66), model=(m, 0), latent=(s, 0))
+    g.add("SaveImage", (X0 + 680, Y0 + 116), ["LDDGAN/image_to_image"], size=(240, MIN_IMAGE_NODE_H),
+          images=(d, 0))
+    enlarged(g, (d, 0), (X0 + 940, Y0), 4)
+    g.note((X0 + 940, Y0 + 450), "Image-to-image / variations: **denoise** sets how much is redrawn (0 = the input, "
+                                 "1 = a new image); Repeat Latent Batch makes 4 copies, and each gets its own seed "
+                                 "(seed + i).\n\n" + NOTE, size=(400, 240))
     return g
 
 
 def fixed_seed_batch(info):
     g = Graph(info)
-    m = g.add("LDDGANModelLoader", (40, 120), [SHIPPED, "auto", False])
-    s = g.add("LDDGANSampler", (380, 120), [42, "fixed", 8, 1.0], title="LDDGAN Sampler (seed 42, batch 8)",
-              model=(m, 0))
-    d = g.add("LDDGANDecode", (720, 120), [], model=(m, 0), latent=(s, 0))
-    g.add("SaveImage", (1060, 120), ["LDDGAN/batch_seed42"], images=(d, 0))
-    s1 = g.add("LDDGANSampler", (380, 360), [45, "fixed", 1, 1.0], title="LDDGAN Sampler (seed 45)", model=(m, 0))
-    d1 = g.add("LDDGANDecode", (720, 360), [], model=(m, 0), latent=(s1, 0))
-    g.add("SaveImage", (1060, 360), ["LDDGAN/single_seed45"], images=(d1, 0))
-    g.note((40, 300), "Image i of a batch uses seed + i, so image 3 of the seed-42 batch is the seed-45 image: a "
-                      "good picture from a batch is re-made alone from its seed.\n\n" + NOTE, size=(300, 260))
+    m = g.add("LDDGANModelLoader", (X0, Y0), [SHIPPED, "auto", False], size=(300, 106))
+    s = g.add("LDDGANSampler", (X0 + 340, Y0), [42, "fixed", 8, 1.0], title="LDDGAN Sampler (seed 42, batch 8)",
+              size=(300, 154), model=(m, 0))
+    d = g.add("LDDGANDecode", (X0 + 680, Y0), [], size=(240, 66), model=(m, 0), latent=(s, 0))
+    g.add("SaveImage", (X0 + 680, Y0 + 116), ["LDDGAN/batch_seed42"], size=(240, MIN_IMAGE_NODE_H), images=(d, 0))
+    s1 = g.add("LDDGANSampler", (X0 + 340, Y0 + 420), [45, "fixed", 1, 1.0], title="LDDGAN Sampler (seed 45)",
+               size=(300, 154), model=(m, 0))
+    d1 = g.add("LDDGANDecode", (X0 + 680, Y0 + 420), [], size=(240, 66), model=(m, 0), latent=(s1, 0))
+    g.add("SaveImage", (X0 + 680, Y0 + 536), ["LDDGAN/single_seed45"], size=(240, MIN_IMAGE_NODE_H), images=(d1, 0))
+    enlarged(g, (d, 0), (X0 + 940, Y0), 8, title="Preview Image (seed 42 batch, 4x)")
+    enlarged(g, (d1, 0), (X0 + 940, Y0 + 500), 1, title="Preview Image (seed 45, 4x)")
+    g.note((X0, Y0 + 156), "Image i of a batch uses seed + i, so image 3 of the seed-42 batch is the seed-45 image: "
+                           "a good picture from a batch is re-made alone from its seed.\n\n" + NOTE, size=(300, 330))
     return g
 
 
@@ -121,28 +148,37 @@ FINETUNE_NAME = "lddgan_finetune_example"  # models/lddgan/<this>.safetensors (+
 
 def finetune(info):
     g = Graph(info)
-    m = g.add("LDDGANModelLoader", (40, 120), [SHIPPED, "auto", False])
-    i = g.add("LoadImage", (40, 320), ["example.png", "image"])
+    m = g.add("LDDGANModelLoader", (X0, Y0), [SHIPPED, "auto", False], size=(300, 106))
+    i = g.add("LoadImage", (X0, Y0 + 156), ["example.png", "image"], size=(300, 330))
     # steps, batch_size, lr_g, lr_d, schedule, gamma, r1_gamma, ema_decay, augment, seed, save_name, save_every,
-    # folder, fit
-    f = g.add("LDDGANFineTune", (380, 120), [20, 4, 5e-5, 1e-4, "sigmoid", 6.0, 1.0, 0.999, 4, 0, FINETUNE_NAME, 0,
-                                             "", "crop and resize to model size"],
-              title="LDDGAN Fine-Tune", model=(m, 0), images=(i, 0))
-    s = g.add("LDDGANSampler", (720, 120), [0, "fixed", 4, 1.0], model=(f, 0))
-    d = g.add("LDDGANDecode", (1060, 120), [], model=(f, 0), latent=(s, 0))
-    g.add("SaveImage", (1060, 300), ["LDDGAN/finetune"], images=(d, 0))
-    g.add("PreviewImage", (720, 330), [], title="Preview Image (loss curve)", images=(f, 1))
-    g.add("PreviewImage", (720, 460), [], title="Preview Image (sample grid)", images=(f, 2))
-    g.note((40, 560), "Fine-tuning with Weighted Learning: the model is trained on **example.png** (Load Image; 4 "
-                      "augmented versions) for 20 iterations and saved as models/lddgan/" + FINETUNE_NAME +
-                      ".safetensors, which LDDGAN Model Loader then lists. **Cancel** stops cleanly; queueing again "
-                      "with the same save_name resumes (a finished run is returned as it is). For real use, connect "
-                      "your own images or give a folder, and raise steps.\n\n" + NOTE, size=(640, 200))
+    # folder, fit; room below the widgets for the live previews
+    f = g.add("LDDGANFineTune", (X0 + 340, Y0), [20, 4, 5e-5, 1e-4, "sigmoid", 6.0, 1.0, 0.999, 4, 0, FINETUNE_NAME,
+                                                 0, "", "crop and resize to model size"],
+              title="LDDGAN Fine-Tune", size=(320, 560), model=(m, 0), images=(i, 0))
+    s = g.add("LDDGANSampler", (X0 + 700, Y0), [0, "fixed", 4, 1.0], size=(300, 154), model=(f, 0))
+    d = g.add("LDDGANDecode", (X0 + 700, Y0 + 204), [], size=(300, 66), model=(f, 0), latent=(s, 0))
+    g.add("SaveImage", (X0 + 700, Y0 + 320), ["LDDGAN/finetune"], size=(300, MIN_IMAGE_NODE_H), images=(d, 0))
+    g.add("PreviewImage", (X0 + 1040, Y0), [], title="Preview Image (loss curve)", size=(420, 270), images=(f, 1))
+    g.add("PreviewImage", (X0 + 1040, Y0 + 320), [], title="Preview Image (sample grid)", size=(300, MIN_IMAGE_NODE_H),
+          images=(f, 2))
+    g.note((X0, Y0 + 536), "Fine-tuning with Weighted Learning: the model is trained on **example.png** (Load Image; "
+                           "4 augmented versions) for 20 iterations and saved as models/lddgan/" + FINETUNE_NAME +
+                           ".safetensors, which LDDGAN Model Loader lists as soon as the run ends (if it does not, press "
+                           "**R** to refresh the node definitions). **Cancel** stops cleanly; queueing again with the same save_name resumes "
+                           "(a finished run is returned as it is). For real use, connect your own images or give a "
+                           "folder, and raise steps.\n\n" + NOTE, size=(300, 330))
     return g
 
 
 WORKFLOWS = {"lddgan_generate": generate, "lddgan_image_to_image": image_to_image,
              "lddgan_fixed_seed_batch": fixed_seed_batch, "lddgan_finetune": finetune}
+# File names in example_workflows/. ComfyUI's frontend (1.35) reads nothing but the file name for a custom node's
+# template: the card's title is the name as it is, its description the name with '-' and '_' turned into spaces
+# (no title, description or order can be supplied), and the cards come in the order the server lists the files.
+# So the names are the titles. The API twins in tests/workflows/ keep the short ids (the keys).
+TITLES = {"lddgan_generate": "LDDGAN Generate", "lddgan_image_to_image": "LDDGAN Image to Image Variations",
+          "lddgan_fixed_seed_batch": "LDDGAN Fixed Seed Batch", "lddgan_finetune": "LDDGAN Fine-Tune"}
+ID = {title: key for key, title in TITLES.items()}  # example file stem -> id (API twin: tests/workflows/<id>.api.json)
 
 
 def object_info() -> dict:
@@ -164,6 +200,7 @@ def example_png(path) -> str:
 
 
 DISPLAY = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image",
+           "ImageScaleBy": "Upscale Image By",
            "RepeatLatentBatch": "Repeat Latent Batch",
            "LatentFromBatch": "Latent From Batch", "VAEDecode": "VAE Decode"}
 
@@ -276,13 +313,14 @@ def build(out_examples=REPO / "example_workflows", out_api=REPO / "tests" / "wor
             ui = make(info).ui()
             api = CW.ui_to_api(ui, info)
             saved = CW.run_offline(api, P.NODE_CLASS_MAPPINGS, tmp)
-            images = saved[0][1]  # the first SaveImage (node ids run in order)
-            for path, text in ((out_examples / f"{name}.json", json.dumps(ui, indent=1)),
+            images = next(im for prefix, im in saved if prefix != "PreviewImage")  # the first SaveImage
+            title = TITLES[name]
+            for path, text in ((out_examples / f"{title}.json", json.dumps(ui, indent=1)),
                                (out_api / f"{name}.api.json", json.dumps(api, indent=1))):
                 path.write_text(text + "\n")
                 written.append(str(path))
-            draw_graph(ui, 512, 384, images=images).save(out_examples / f"{name}.jpg", quality=90)
-            written.append(str(out_examples / f"{name}.jpg"))
+            draw_graph(ui, 512, 384, images=images).save(out_examples / f"{title}.jpg", quality=90)
+            written.append(str(out_examples / f"{title}.jpg"))
             if name == "lddgan_generate":
                 os.makedirs(out_docs, exist_ok=True)
                 draw_graph(ui, 1024, images=images).save(out_docs / "basic_graph.png")

@@ -36,6 +36,12 @@ CORE_OBJECT_INFO = {
                                                "length": ["INT", {"default": 1}]}},
                         "input_order": {"required": ["samples", "batch_index", "length"]}, "output": ["LATENT"],
                         "output_name": ["LATENT"]},
+    "ImageScaleBy": {"input": {"required": {"image": ["IMAGE", {}],
+                                            "upscale_method": [["nearest-exact", "bilinear", "area", "bicubic",
+                                                                "lanczos"], {}],
+                                            "scale_by": ["FLOAT", {"default": 1.0}]}},
+                     "input_order": {"required": ["image", "upscale_method", "scale_by"]}, "output": ["IMAGE"],
+                     "output_name": ["IMAGE"]},
     "VAEDecode": {"input": {"required": {"samples": ["LATENT", {}], "vae": ["VAE", {}]}},
                   "input_order": {"required": ["samples", "vae"]}, "output": ["IMAGE"], "output_name": ["IMAGE"]},
 }
@@ -157,7 +163,15 @@ def _stand_ins(input_dir: str, saved: list):
         idx = samples.get("batch_index", list(range(x.shape[0])))
         return ({"samples": x[start:stop].clone(), "batch_index": idx[start:stop]},)
 
+    def image_scale_by(image, upscale_method, scale_by):
+        if upscale_method != "nearest-exact":
+            raise ValueError(f"run_offline: ImageScaleBy stand-in only does nearest-exact, not {upscale_method!r}")
+        h, w = round(image.shape[1] * scale_by), round(image.shape[2] * scale_by)
+        return (torch.nn.functional.interpolate(image.movedim(-1, 1), size=(h, w), mode="nearest-exact")
+                .movedim(1, -1),)
+
     return {"SaveImage": save_image, "PreviewImage": preview_image, "LoadImage": load_image,
+            "ImageScaleBy": image_scale_by,
             "RepeatLatentBatch": repeat_latent_batch, "LatentFromBatch": latent_from_batch}
 
 

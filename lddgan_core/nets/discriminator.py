@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import ConfigError, InputError
-from .ops import fir_downsample2x, make_fir_kernel, timestep_embedding
+from .ops import NetImpl, fir_downsample2x, fir_downsample2x_conv, make_fir_kernel, timestep_embedding
 
 _LAYERS = {"small": (3, 4), "large": (3, 4, 5, 6)}  # num_layers values with a distinct architecture
 
@@ -119,14 +119,22 @@ def _conv(cin: int, cout: int, k: int, init_scale: float = 1.0, bias: bool = Tru
     return m
 
 
-def minibatch_stddev(x: torch.Tensor, max_group: int = 4, eps: float = 1e-8) -> torch.Tensor:
+STDDEV_GROUP = 4  # the official minibatch-stddev group size
+
+
+def stddev_group_size(batch: int, max_group: int = STDDEV_GROUP) -> int:
+    """The minibatch-stddev group size G used for a batch of `batch` samples (see minibatch_stddev)."""
+    return max(d for d in range(1, min(batch, max_group) + 1) if batch % d == 0)
+
+
+def minibatch_stddev(x: torch.Tensor, max_group: int = STDDEV_GROUP, eps: float = 1e-8) -> torch.Tensor:
     """StyleGAN minibatch-stddev (one feature group): append the mean over (C, H, W) of the per-group
     std of x as an extra channel.  [B, C, H, W] -> [B, C+1, H, W].  Sample b is grouped with the samples
     b' = b mod (B/G), as in the official ``out.view(group, -1, ...)``.
     Deviation: the official uses G = min(B, 4) and fails if G does not divide B; we use the largest
     G <= min(B, max_group) dividing B, which equals the official G whenever the official runs."""
     B, C, H, W = x.shape
-    g = max(d for d in range(1, min(B, max_group) + 1) if B % d == 0)
+    g = stddev_group_size(B, max_group)
     y = x.view(g, B // g, C, H, W)
     std = torch.sqrt(y.var(0, unbiased=False) + eps).mean(dim=(1, 2, 3))  # [B/G]
     std = std.view(1, B // g, 1, 1, 1).expand(g, B // g, 1, H, W).reshape(B, 1, H, W)
@@ -149,9 +157,10 @@ class DownBlock(nn.Module):
     """Official DownConvBlock: act-conv3x3 (+dense(t)) -act- [FIR down] -conv3x3 (init 0), plus a 1x1
     skip of the (downsampled) pre-activation input; the sum is divided by sqrt(2)."""
 
-    def __init__(self, cin: int, cout: int, t_dim: int, act: nn.Module, downsample: bool, fir_taps):
+    def __init__(self, cin: int, cout: int, t_dim: int, act: nn.Module, downsample: bool, fir_taps,
+                 impl: NetImpl = NetImpl()):
         super().__init__()
-        self.act, self.downsample = act, downsample
+        self.act, self.downsample, self.impl = act, downsample, impl
         self.conv1 = _conv(cin, cout, 3)
         self.conv2 = _conv(cout, cout, 3, init_scale=0.0)
         self.dense_t = _dense(t_dim, cout)
@@ -164,7 +173,8 @@ class DownBlock(nn.Module):
         h = self.conv1(self.act(x)) + self.dense_t(temb)[:, :, None, None]
         h = self.act(h)
         if self.downsample:
-            h, x = fir_downsample2x(h, self.fir), fir_downsample2x(x, self.fir)
+            down = fir_downsample2x_conv if self.impl.fir_conv else fir_downsample2x
+            h, x = down(h, self.fir), down(x, self.fir)
         return (self.conv2(h) + self.skip(x)) / math.sqrt(2.0)
 
 
@@ -173,9 +183,9 @@ class Discriminator(nn.Module):
     (real or generated) less-noisy state x_{t-1} and x_tp1 the noisier one; they are concatenated on
     channels in that order, as in the official ``netD(x_t, t, x_tp1)``."""
 
-    def __init__(self, cfg: DiscriminatorConfig):
+    def __init__(self, cfg: DiscriminatorConfig, impl: NetImpl = NetImpl()):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.impl = cfg, impl
         ngf, td = cfg.ngf, cfg.t_emb_dim
         self.act = nn.LeakyReLU(cfg.leaky_slope)
         self.t_embed = TimestepMLP(td, self.act)
@@ -186,7 +196,7 @@ class Discriminator(nn.Module):
             widths = [(2, 4, True), (4, 8, True), (8, 8, True)]
         widths += [(8, 8, True)] * (cfg.num_layers - 3)
         self.blocks = nn.ModuleList(
-            DownBlock(a * ngf, b * ngf, td, self.act, down, cfg.fir_kernel) for a, b, down in widths)
+            DownBlock(a * ngf, b * ngf, td, self.act, down, cfg.fir_kernel, impl) for a, b, down in widths)
         self.final_conv = _conv(8 * ngf + 1, 8 * ngf, 3, init_scale=0.0 if cfg.kind == "small" else 1.0)
         self.end_linear = _dense(8 * ngf, 1)
 
@@ -221,10 +231,10 @@ class Discriminator(nn.Module):
         return self.end_linear(h.sum(dim=(2, 3)))  # [B, 1]
 
 
-def build_discriminator(cfg: DiscriminatorConfig | dict) -> Discriminator:
-    """Discriminator from a DiscriminatorConfig (or its dict form)."""
+def build_discriminator(cfg: DiscriminatorConfig | dict, impl: NetImpl = NetImpl()) -> Discriminator:
+    """Discriminator from a DiscriminatorConfig (or its dict form); `impl`: the op forms (only fir_conv applies)."""
     if isinstance(cfg, dict):
         cfg = DiscriminatorConfig.from_dict(cfg)
     if not isinstance(cfg, DiscriminatorConfig):
         raise ConfigError(f"build_discriminator expects a DiscriminatorConfig, got {type(cfg).__name__}")
-    return Discriminator(cfg)
+    return Discriminator(cfg, impl)

@@ -412,6 +412,15 @@ def target_lines(rows: list[dict], device) -> list[str]:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--train" in argv:  # training throughput: lddgan_core/tools/train_bench.py
+        from . import train_bench
+
+        return train_bench.main([a for a in argv if a != "--train"])
+    if "--gpu-suite" in argv:  # the CUDA suite: lddgan_core/tools/gpu_suite.py
+        from . import gpu_suite
+
+        return gpu_suite.main([a for a in argv if a != "--gpu-suite"])
     ap = argparse.ArgumentParser(prog="python -m lddgan_core.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", default="cifar10,celeba256,lsun256,default",
                     help="comma list of cifar10, celeba256, lsun256, default (the shipped model)")

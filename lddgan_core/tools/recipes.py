@@ -222,6 +222,61 @@ def ablation_table(summary: dict, n_seeds: int) -> str:
     return "\n".join(lines) + f"\n\n(mean +- std over {n_seeds} seeds)\n"
 
 
+# recipe probes: short GAN-stage runs on the shipped default model's autoencoder, for choosing the recipe by
+# measurement (README: "Recipe probes"). Overrides (JSON): "gen" (GeneratorConfig fields over SHAPES_GENERATOR),
+# "scale" (latent scale), "T", "ngf" and "disc" (discriminator), "images", "eval_every", "n_eval", and any
+# TrainConfig field ("steps", "lr_d", "d_augment", ...).
+PROBE_TRAIN = dict(steps=2000, batch_size=32, lr_g=2e-4, lr_d=1.25e-4, r1_gamma=0.02, lazy_reg=15, ema_decay=0.999,
+                   ema_warmup=True, seed=0)
+
+
+def run_probe(out: str, overrides: dict, log=None) -> list[dict]:
+    """Train the GAN stage with `overrides` and evaluate the EMA model (n_eval samples vs held-out shapes) every
+    eval_every iterations; rows go to <out>/log.jsonl and are returned. Not resumable: a probe is minutes to an
+    hour; the model of the last evaluation is <out>/model.safetensors (fp16)."""
+    from ..hub.shipped import DEFAULT_MODEL
+    from ..model import load_model
+    from ..train.trainer import GANTrainer
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    ov = dict(overrides)
+    os.makedirs(out, exist_ok=True)
+    base = load_model(DEFAULT_MODEL)
+    x, _ = make_shapes(int(ov.pop("images", SHAPES_DEFAULTS["images"])), TRAIN_SEED, 32)
+    with training_mode():
+        lat = build_latents(base.autoencoder, 32, images=to_model_range(x), seed=0,
+                            cache_dir=os.path.join(out, "cache"), log=log)
+    gen = {**SHAPES_GENERATOR, **ov.pop("gen", {})}
+    model = new_model(base, gen, lat, num_timesteps=int(ov.pop("T", SHAPES_DEFAULTS["timesteps"])), seed=0,
+                      scale_factor=ov.pop("scale", SHAPES_DEFAULTS["scale_factor"]))
+    disc = {**default_discriminator(model.latent_shape, ngf=int(ov.pop("ngf", 64))), **ov.pop("disc", {})}
+    eval_every, n_eval = int(ov.pop("eval_every", 500)), int(ov.pop("n_eval", 1000))
+    cfg = TrainConfig(**{**PROBE_TRAIN, **ov})
+    tr = GANTrainer(model, lat, cfg, disc_config=disc)
+    rows, acc, train_s = [], {}, 0.0
+    with open(os.path.join(out, "log.jsonl"), "a", encoding="utf-8") as f:
+        while tr.step < cfg.steps:
+            t0 = time.perf_counter()
+            logs = tr.train_step()
+            train_s += time.perf_counter() - t0
+            for k in ("d_loss", "g_adv", "rec"):
+                acc.setdefault(k, []).append(logs[k])
+            if tr.step % eval_every and tr.step != cfg.steps:
+                continue
+            m = tr.export_model()
+            g = evaluate_model(m, n=n_eval, seed=0)["generated"]
+            row = {"step": tr.step, "train_s": round(train_s), "w": round(logs["w"], 4),
+                   **{k: round(sum(v[-200:]) / len(v[-200:]), 4) for k, v in acc.items()},
+                   **{k: g[k] for k in ("fid", "precision", "recall", "density", "coverage",
+                                        "modes_covered_at_threshold", "kl_gen_data", "unrecognised") if k in g}}
+            rows.append(row)
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            log(json.dumps(row))
+            m.save(os.path.join(out, "model.safetensors"), dtype="fp16")
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lddgan_core.recipes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -243,12 +298,28 @@ def main(argv=None) -> int:
     b.add_argument("--scale-factor", type=float, default=None,
                    help="latent scale of every model (default: estimated from the latents, as the shipped model's)")
     b.add_argument("--threads", type=int, default=None)
+    q = sub.add_parser("probe", help="a short GAN-stage run with recipe overrides, evaluated every N iterations")
+    q.add_argument("--out", required=True)
+    q.add_argument("--set", default="{}", help='overrides as JSON, e.g. \'{"gen": {"use_tanh": false}, "scale": 2.5, '
+                                              '"ngf": 32, "steps": 3000}\'')
+    q.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     import torch
 
     if a.threads:
         torch.set_num_threads(a.threads)
 
+    if a.recipe == "probe":
+        try:
+            overrides = json.loads(a.set)
+        except ValueError as e:
+            print(f"error: --set is not JSON: {e}", file=sys.stderr)
+            return 2
+        if not isinstance(overrides, dict):
+            print("error: --set must be a JSON object", file=sys.stderr)
+            return 2
+        run_probe(a.out, overrides)
+        return 0
     if a.recipe == "ablation":
         with StopFlag() as stop:
             try:

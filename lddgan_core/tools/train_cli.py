@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..hub.shipped import resolve_model_path
 from ..model import load_model
 from ..train import dist as tdist
-from ..train.api import new_model, shared_latents, train_autoencoder, train_model, training_mode
+from ..train.api import FINETUNE_DEFAULTS, new_model, shared_latents, train_autoencoder, train_model, training_mode
 from ..train.autoencoder import AETrainConfig, load_autoencoder
 from ..train.config import AUTOENCODER_PRESETS, GENERATOR_PRESETS, TrainConfig
 from ..train.data import Augment
@@ -144,7 +144,9 @@ def _train_config(a):
                        lr_schedule=a.lr_schedule, rec_schedule=a.schedule, gamma=a.gamma, rec_value=a.rec_value,
                        r1_gamma=a.r1_gamma, lazy_reg=a.lazy_reg, ema_decay=a.ema_decay, ema_warmup=a.ema_warmup,
                        latent_mode=a.latent, precision=a.precision, seed=a.seed, log_every=a.log_every,
-                       sample_every=a.sample_every, save_every=a.save_every, num_samples=a.num_samples)
+                       sample_every=a.sample_every, save_every=a.save_every, num_samples=a.num_samples,
+                       fast=a.fast, d_augment=a.d_augment, augment_p=a.augment_p, ada_target=a.ada_target,
+                       ada_kimg=a.ada_kimg)
 
 
 def _run_gan(a, model_fn, kind: str) -> int:
@@ -264,7 +266,8 @@ def _common(p: argparse.ArgumentParser, steps: int, batch: int):
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
-def _gan_args(p: argparse.ArgumentParser, lr_g: float, ema: float, warmup: bool):
+def _gan_args(p: argparse.ArgumentParser, lr_g: float, ema: float, warmup: bool, d_augment: str = "off",
+              ada_target: float = 0.0, ada_kimg: float = 100.0):
     p.add_argument("--lr-g", type=float, default=lr_g)
     p.add_argument("--lr-d", type=float, default=1e-4)
     p.add_argument("--schedule", choices=["sigmoid", "constant", "off", "linear", "cosine"], default="sigmoid",
@@ -278,7 +281,17 @@ def _gan_args(p: argparse.ArgumentParser, lr_g: float, ema: float, warmup: bool)
                    help="EMA decay min(decay, (1+step)/(10+step))")
     p.add_argument("--latent", choices=["sample", "mean"], default="sample",
                    help="KL data: posterior samples (official) or means")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="auto: bf16 autocast on CUDA")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 autocast on CUDA, fp32 on the CPU; bf16: autocast on either")
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=False,
+                   help="fused Adam and the strided-conv FIR in G and D (the same math; see bench --train)")
+    p.add_argument("--d-augment", default=d_augment,
+                   help="differentiable augmentation of D's inputs: off, or a comma list of translation, cutout, "
+                        "flip, color")
+    p.add_argument("--augment-p", type=float, default=0.0, help="augmentation probability (start value)")
+    p.add_argument("--ada-target", type=float, default=ada_target,
+                   help="adapt the probability so that E[sign D(real)] stays at this value (0: fixed)")
+    p.add_argument("--ada-kimg", type=float, default=ada_kimg, help="thousands of images for p to move by 1")
     p.add_argument("--augment", type=int, default=0, help="N > 1: encode N augmented copies per image (small datasets)")
     p.add_argument("--discriminator", default=None,
                    help="start D from this file (discriminator.safetensors or train_state.pt)")
@@ -290,7 +303,8 @@ def add_train_commands(sub) -> None:
     f = sub.add_parser("finetune", help="fine-tune a model on a folder of images (Weighted Learning)")
     f.add_argument("--model", default=None, help="our .safetensors model or a manifest id (default: the shipped one)")
     _common(f, steps=1000, batch=8)
-    _gan_args(f, lr_g=5e-5, ema=0.999, warmup=True)
+    _gan_args(f, lr_g=5e-5, ema=0.999, warmup=True, **{k: FINETUNE_DEFAULTS[k] for k in
+                                                        ("d_augment", "ada_target", "ada_kimg")})
     f.set_defaults(fn=cmd_finetune)
 
     t = sub.add_parser("train", help="train a new LDDGAN on a trained autoencoder")

@@ -86,7 +86,10 @@ def train_model(model: LDDGAN, data: LatentSet, cfg: TrainConfig, *, paths: RunP
 
 
 # What a fine-tune changes from TrainConfig's defaults (short runs on few images, from a trained model).
-FINETUNE_DEFAULTS = dict(steps=500, lr_g=5e-5, ema_warmup=True, log_every=1)
+# few images: D's inputs augmented (translation and cutout leave colours alone, which creators' styles and the
+# shapes modes depend on) with StyleGAN2-ADA's adaptive probability, fast enough for runs of a few hundred steps
+FINETUNE_DEFAULTS = dict(steps=500, lr_g=5e-5, ema_warmup=True, log_every=1, d_augment="translation,cutout",
+                         ada_target=0.6, ada_kimg=2.0)
 
 
 def finetune_config(**fields) -> TrainConfig:

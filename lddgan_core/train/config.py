@@ -11,6 +11,7 @@ from typing import Any
 
 from ..config import AutoencoderConfig, GeneratorConfig, _from_dict, _to_dict
 from ..errors import ConfigError
+from .diffaug import parse_policy
 from .schedules import LR_SCHEDULES, REC_SCHEDULES
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -48,7 +49,9 @@ class _DictMixin:
 class TrainConfig(_DictMixin):
     """One GAN training run (fine-tune or from scratch). An iteration = one D step + one G step."""
 
-    steps: int = 1000  # total iterations; schedules see progress = step / (steps - 1)
+    steps: int = 1000  # total iterations; schedules see progress = step / (schedule_steps - 1)
+    schedule_steps: int | None = None  # length of the Weighted Learning and LR schedules (None: steps). A resumed
+    # run given a new `steps` keeps the length it started with: extending it continues the schedules smoothly
     batch_size: int = 8  # global batch per iteration (split evenly over torchrun processes)
     micro_batch: int | None = None  # samples per forward pass (gradient accumulation); None: the whole local batch
     lr_g: float = 2e-4  # Adam learning rate of G (official CIFAR-10: 1.6e-4)
@@ -65,7 +68,15 @@ class TrainConfig(_DictMixin):
     ema_decay: float = 0.999  # EMA of G's weights; 0 disables (the EMA is then G itself)
     ema_warmup: bool = False  # decay min(ema_decay, (1+step)/(10+step)): useful for short fine-tunes
     latent_mode: str = "sample"  # KL data: "sample" posterior.sample() (official) or "mean"
-    precision: str = "auto"  # "fp32", "bf16" (autocast, CUDA only) or "auto" (bf16 on CUDA, else fp32)
+    precision: str = "auto"  # "fp32", "bf16" (autocast on CUDA or CPU) or "auto" (bf16 on CUDA, else fp32)
+    fast: bool = False  # fused Adam and the fast FIR resampling in G and D (same math; float rounding differs)
+    # differentiable augmentation of D's inputs (train/diffaug.py): "off" or a comma list of translation, cutout,
+    # flip, color; applied with probability augment_p, adapted towards E[sign D(real)] = ada_target when > 0
+    d_augment: str = "off"
+    augment_p: float = 0.0
+    ada_target: float = 0.0  # 0: p stays at augment_p (StyleGAN2-ADA uses 0.6)
+    ada_kimg: float = 100.0  # thousands of images for p to move by 1
+    ada_interval: int = 4  # iterations between updates of p
     seed: int = 0  # every random draw derives from (seed, step): runs and resumes are reproducible
     log_every: int = 10  # iterations between loss-log rows
     sample_every: int = 0  # iterations between sample grids (0: only at the end)
@@ -73,7 +84,16 @@ class TrainConfig(_DictMixin):
     num_samples: int = 16  # images in a sample grid
 
     def __post_init__(self):
-        _pos_int(self, "steps", "batch_size", "lazy_reg", "log_every", "num_samples")
+        _pos_int(self, "steps", "batch_size", "lazy_reg", "log_every", "num_samples", "ada_interval")
+        if self.schedule_steps is not None:
+            _pos_int(self, "schedule_steps")
+        parse_policy(self.d_augment)
+        if not isinstance(self.augment_p, (int, float)) or not 0.0 <= self.augment_p <= 1.0:
+            raise ConfigError(f"TrainConfig.augment_p must be in [0, 1], got {self.augment_p!r}")
+        if not isinstance(self.ada_target, (int, float)) or not 0.0 <= self.ada_target < 1.0:
+            raise ConfigError(f"TrainConfig.ada_target must be in [0, 1), got {self.ada_target!r}")
+        if not isinstance(self.ada_kimg, (int, float)) or not self.ada_kimg > 0:
+            raise ConfigError(f"TrainConfig.ada_kimg must be > 0, got {self.ada_kimg!r}")
         if self.micro_batch is not None:
             _pos_int(self, "micro_batch")
         _nonneg(self, "lr_g", "lr_d", "min_lr", "gamma", "rec_value", "r1_gamma", "sample_every", "save_every")
@@ -97,7 +117,7 @@ class TrainConfig(_DictMixin):
             raise ConfigError(f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
 
     # fields that may change when a run is resumed (they do not change the optimisation)
-    RESUMABLE_CHANGES = ("steps", "log_every", "sample_every", "save_every", "num_samples", "precision")
+    RESUMABLE_CHANGES = ("steps", "log_every", "sample_every", "save_every", "num_samples", "precision", "fast")
 
 
 # -- presets for new models -----------------------------------------------------------------------------

@@ -29,8 +29,10 @@ from ..diffusion.schedule import posterior_sample, q_sample_pairs
 from ..errors import CheckpointError, ConfigError
 from ..formats.safe_load import read_safetensors
 from ..model import LDDGAN
-from ..nets.discriminator import build_discriminator, DiscriminatorConfig
+from ..nets.discriminator import build_discriminator, DiscriminatorConfig, stddev_group_size
+from ..nets.ops import NetImpl
 from . import dist as tdist
+from . import diffaug
 from .config import default_discriminator, TrainConfig
 from .files import DISC_FORMAT, LOG_COLUMNS, save_discriminator
 from .latents import LatentSet
@@ -41,6 +43,10 @@ STATE_FORMAT = "lddgan-train"
 STATE_VERSION = 1
 _MASK = (1 << 63) - 1
 _SALT_DATA, _SALT_STEP, _SALT_DROPOUT, _SALT_INIT = 0x5EED_DA7A, 0x5EED_57E9, 0x5EED_D209, 0x5EED_1417
+_SALT_AUG = 0x5EED_A06E
+# TrainConfig.fast: FIR resampling as strided / transposed convs and SDPA attention in G and D; the fused
+# no-grad block bodies never run in training (they need eval mode without grad)
+TRAIN_FAST_IMPL = NetImpl(fir_conv=True, sdpa=True)
 
 
 def mix_seed(seed: int, index: int, salt: int) -> int:
@@ -69,6 +75,26 @@ def clone_model(model: LDDGAN, device, seed: int = 0) -> LDDGAN:
     return m.to(device)
 
 
+def stddev_group_order(batch: int, chunk: int) -> torch.Tensor | None:
+    """A row order for the global batch such that every chunk of `chunk` consecutive rows (a micro-batch or a
+    process's share) holds whole minibatch-stddev groups of the full batch, laid out so that D's grouping of the
+    chunk (sample b with b' = b mod (chunk/G)) forms exactly those groups. Then D's outputs, and so the whole
+    step, do not depend on how the batch is split. None when no reordering is needed (one chunk) or possible
+    (the chunk's group size differs from the batch's; the split then changes the groups, as documented)."""
+    if chunk >= batch:
+        return None
+    G = stddev_group_size(batch)
+    if chunk % G or stddev_group_size(chunk) != G:
+        return None
+    per_batch, per_chunk = batch // G, chunk // G  # groups in the batch / in a chunk
+    order = torch.empty(batch, dtype=torch.long)
+    for k in range(batch // chunk):
+        for j in range(per_chunk):
+            for i in range(G):
+                order[k * chunk + j + i * per_chunk] = k * per_chunk + j + i * per_batch
+    return order
+
+
 class GANTrainer:
     """G (trained), its EMA, D, both Adam optimizers and the frozen autoencoder of one LDDGAN.
 
@@ -90,6 +116,8 @@ class GANTrainer:
         self.model = clone_model(model, self.device, cfg.seed)
         self.model.autoencoder.requires_grad_(False).eval()
         self.G = self.model.generator.train()
+        if cfg.fast:  # the op forms whose gradients equal the reference's (tests/test_train_bench.py)
+            self.G.set_impl(TRAIN_FAST_IMPL)
         self.ema = copy.deepcopy(self.G).requires_grad_(False).eval()
         if isinstance(disc_config, DiscriminatorConfig):
             disc_config = disc_config.to_dict()
@@ -99,18 +127,27 @@ class GANTrainer:
                               f"({2 * C})")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mix_seed(cfg.seed, 1, _SALT_INIT))
-            self.D = build_discriminator(self.disc_config)
+            self.D = build_discriminator(self.disc_config, TRAIN_FAST_IMPL if cfg.fast else NetImpl())
         if discriminator_state is not None:
             self.D.load_state_dict(discriminator_state, strict=True)
         self.D.to(self.device).train()
         for net in (self.G, self.ema, self.D):
             tdist.broadcast_module(net, self.world)
         betas = (cfg.beta1, cfg.beta2)
-        # foreach: one fused update over all tensors (PyTorch only defaults to it on CUDA); same arithmetic
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, foreach=True)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, foreach=True)
+        # fast: one fused kernel per optimizer (CPU and CUDA); else foreach (one update over all tensors, op by op;
+        # PyTorch only defaults to it on CUDA). The same arithmetic
+        kind = {"fused": True} if cfg.fast else {"foreach": True}
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, **kind)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, **kind)
         self.step = 0  # iterations done
         self.history: list[dict] = []  # loss-log rows
+        # differentiable augmentation of D's inputs (off for the official recipe)
+        self.aug_ops = diffaug.parse_policy(cfg.d_augment)
+        self.ada = diffaug.AdaptiveP(cfg.augment_p, cfg.ada_target if self.aug_ops else 0.0, cfg.ada_kimg,
+                                     cfg.ada_interval)
+        # the colour op's unit: the data's spread in diffusion space
+        self.aug_spread = float(data.mean.std()) / self.model.scale_factor if self.aug_ops else 1.0
+        self._order = stddev_group_order(cfg.batch_size, self.micro)
         self._perms: dict[int, torch.Tensor] = {}
         self.data_fingerprint = data.fingerprint
 
@@ -144,22 +181,38 @@ class GANTrainer:
             d[f"q2_{phase}"] = torch.randn(B, C, h, w, generator=g)
             d[f"z_{phase}"] = torch.randn(B, nz, generator=g)
             d[f"post_{phase}"] = torch.randn(B, C, h, w, generator=g)
+        if self.aug_ops:  # its own stream: the draws above are the same with augmentation on or off
+            ga = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step, _SALT_AUG))
+            for k in ("aug_real", "aug_fake", "aug_g"):
+                d[k] = diffaug.draw_params(self.aug_ops, self.ada.p, B, (h, w), ga)
         return d
 
     # -- one iteration -----------------------------------------------------------------------------------
     def _autocast(self):
         p = self.cfg.precision
-        if self.device.type == "cuda" and p in ("auto", "bf16"):
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if p == "bf16" or (p == "auto" and self.device.type == "cuda"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _chunks(self, d: dict):
-        """Yield (x0, rows-of-d) for this process's micro-batches; x0 = latent / scale_factor on the device."""
+        """Yield (x0, rows-of-d) for this process's micro-batches; x0 = latent / scale_factor on the device.
+        Rows are first put in stddev_group_order, so the split does not change D's minibatch-stddev groups."""
+        if self._order is not None:
+            d = {k: (None if v is None else diffaug.take_params(v, self._order) if isinstance(v, dict)
+                     else v[self._order]) for k, v in d.items()}
         start = self.world.rank * self.local_batch
         for j in range(start, start + self.local_batch, self.micro):
-            rows = {k: (v[j:j + self.micro] if v is not None else None) for k, v in d.items()}
+            rows = {k: (None if v is None else diffaug.take_params(v, slice(j, j + self.micro))
+                        if isinstance(v, dict) else v[j:j + self.micro]) for k, v in d.items()}
             x0 = self.data.draw(rows["index"], rows["eps"]) / self.model.scale_factor
-            yield x0.to(self.device), {k: (v.to(self.device) if v is not None else None) for k, v in rows.items()}
+            yield x0.to(self.device), {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in rows.items()}
+
+    def _D(self, x_t, t, x_tp1, aug):
+        """D on a pair, through the pair's augmentation (rows of draw_params) when augmentation is on."""
+        if aug is not None:
+            x_t, x_tp1 = diffaug.apply_pair(x_t, x_tp1, aug, self.aug_spread)
+        with self._autocast():
+            return self.D(x_t, t, x_tp1)
 
     def d_step(self, d: dict, do_r1: bool) -> dict[str, float]:
         """Accumulate D's gradients over the micro-batches: real pairs (+ R1), then posterior fakes."""
@@ -172,22 +225,21 @@ class GANTrainer:
             t = r["t_d"]
             x_t, x_tp1 = q_sample_pairs(self.model.coefficients, x0, t, r["q1_d"], r["q2_d"])
             x_t = x_t.detach().requires_grad_(True)
-            with self._autocast():
-                real = self.D(x_t, t, x_tp1)
+            real = self._D(x_t, t, x_tp1, r.get("aug_real"))
+            self.ada.observe(real)
             loss = d_real_loss(real)
-            logs["d_real"] += frac * float(loss.detach())
-            if do_r1:
+            logs["d_real"] += frac * loss.detach()
+            if do_r1:  # R1 on the un-augmented real x_t (the augmentation is part of D, as in StyleGAN2-ADA)
                 r1 = r1_penalty(real, x_t, self.cfg.r1_gamma)
-                logs["r1"] += frac * float(r1.detach())
+                logs["r1"] += frac * r1.detach()
                 loss = loss + r1
             (frac * loss).backward()
             with torch.no_grad(), self._autocast():
                 x0_pred = self.G(x_tp1, t, r["z_d"]).float()
             x_pos = posterior_sample(self.model.posterior, x0_pred, x_tp1, t, r["post_d"])
-            with self._autocast():
-                fake = self.D(x_pos, t, x_tp1)
+            fake = self._D(x_pos, t, x_tp1, r.get("aug_fake"))
             loss = d_fake_loss(fake)
-            logs["d_fake"] += frac * float(loss.detach())
+            logs["d_fake"] += frac * loss.detach()
             (frac * loss).backward()
         return logs
 
@@ -202,11 +254,10 @@ class GANTrainer:
             with self._autocast():
                 x0_pred = self.G(x_tp1, t, r["z_g"]).float()
             x_pos = posterior_sample(self.model.posterior, x0_pred, x_tp1, t, r["post_g"])
-            with self._autocast():
-                fake = self.D(x_pos, t, x_tp1)
+            fake = self._D(x_pos, t, x_tp1, r.get("aug_g"))
             adv, rec = g_adv_loss(fake), rec_loss(x0_pred, x0)
-            logs["g_adv"] += frac * float(adv.detach())
-            logs["rec"] += frac * float(rec.detach())
+            logs["g_adv"] += frac * adv.detach()
+            logs["rec"] += frac * rec.detach()
             (frac * (adv + w * rec if w else adv)).backward()
         self.D.requires_grad_(True)
         return logs
@@ -217,7 +268,10 @@ class GANTrainer:
 
     @torch.no_grad()
     def update_ema(self, decay: float) -> None:
-        """ema <- decay * ema + (1 - decay) * G (official EMA: initialised to G, updated after every G step)."""
+        """ema <- decay * ema + (1 - decay) * G, after every G step. Ours starts from G's initial weights (a copy
+        made when the trainer is built); the official EMA creates its copy after the first optimizer step, from
+        the updated G. The two differ by decay^s * decay * (G_0 - G_1) after s steps: a start-up difference that
+        fades (ema_warmup makes the first steps' decay small, which removes it in practice)."""
         ema, cur = list(self.ema.parameters()), [p.detach() for p in self.G.parameters()]
         torch._foreach_mul_(ema, decay)
         torch._foreach_add_(ema, cur, alpha=1.0 - decay)
@@ -227,7 +281,7 @@ class GANTrainer:
     def train_step(self) -> dict[str, float]:
         """Run iteration `self.step`; returns its losses (averaged over processes)."""
         cfg, s = self.cfg, self.step
-        p = progress_of(s, cfg.steps)
+        p = progress_of(s, cfg.schedule_steps or cfg.steps)
         w = rec_weight(p, cfg.rec_schedule, cfg.gamma, cfg.rec_value)
         lr_g, lr_d = (lr_at(p, lr, cfg.lr_schedule, cfg.min_lr) for lr in (cfg.lr_g, cfg.lr_d))
         for opt, lr in ((self.opt_g, lr_g), (self.opt_d, lr_d)):
@@ -248,9 +302,19 @@ class GANTrainer:
         self.update_ema(self.ema_decay_at(s))
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
+        # the losses were accumulated as tensors: one host sync per iteration
+        vals = torch.stack([v.float() if torch.is_tensor(v) else torch.tensor(float(v)) for v in logs.values()])
+        logs = dict(zip(logs, vals.tolist()))
+        if self.aug_ops:
+            if self.world.size > 1 and self.ada.target > 0:  # every process must see the same p
+                tot = tdist.average_scalars({"s": self.ada._sum, "n": float(self.ada._n)}, self.world, self.device)
+                self.ada._sum, self.ada._n = tot["s"] * self.world.size, round(tot["n"] * self.world.size)
+            self.ada.update(s, cfg.batch_size)
         logs = tdist.average_scalars(logs, self.world, self.device)
         logs.update(step=s + 1, w=w, lr_g=lr_g, lr_d=lr_d, d_loss=logs["d_real"] + logs["d_fake"],
                     g_loss=logs["g_adv"] + w * logs["rec"])
+        if self.aug_ops:
+            logs["aug_p"] = self.ada.p
         self.step = s + 1
         return logs
 
@@ -334,6 +398,7 @@ class GANTrainer:
             "opt_g": _opt_to_cpu(self.opt_g.state_dict()), "opt_d": _opt_to_cpu(self.opt_d.state_dict()),
             # every random draw is a function of (seed, step): this is the complete RNG state
             "rng": {"seed": self.cfg.seed, "step": self.step},
+            "augment": self.ada.state_dict(),
             "history": [dict(r) for r in self.history],
         }
 
@@ -352,7 +417,16 @@ class GANTrainer:
                                   f"augmentation); start a new run (--restart / resume=False) or write to "
                                   f"another output")
         old = TrainConfig.from_dict(json.loads(state["train_config"])).to_dict()
+        if old["schedule_steps"] is None:
+            old["schedule_steps"] = old["steps"]
+        if self.cfg.schedule_steps is None and old["schedule_steps"] != self.cfg.steps:
+            # a run extended (or shortened) by a new `steps`: its schedules keep the length they were started
+            # with, so the Weighted Learning weight and the learning rate continue from where they are (past the
+            # end of the schedule they keep their final values) instead of jumping back along their curves
+            self.cfg = dataclasses.replace(self.cfg, schedule_steps=old["schedule_steps"])
         new = self.cfg.to_dict()
+        if new["schedule_steps"] is None:
+            new["schedule_steps"] = new["steps"]
         diff = sorted(k for k in new if old.get(k) != new[k] and k not in TrainConfig.RESUMABLE_CHANGES)
         if diff:
             raise CheckpointError(f"{where}: training settings differ from the saved run: "
@@ -366,6 +440,8 @@ class GANTrainer:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.step = int(state["step"])
+        if "augment" in state:
+            self.ada.load_state_dict(state["augment"])
         self.history = [dict(r) for r in state.get("history", [])]
 
 
