@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import limits
 from .errors import ConfigError
 
 FORMAT_NAME = "lddgan"
@@ -78,6 +79,7 @@ class GeneratorConfig:
             raise ConfigError(f"generator.n_mlp must be an integer >= 0, got {self.n_mlp!r}")
         if not self.ch_mult:
             raise ConfigError("generator.ch_mult must not be empty")
+        limits.check_generator(self)  # types, impossible values and size limits, before any module is built
         if self.image_size % (2 ** (len(self.ch_mult) - 1)):
             raise ConfigError(f"generator.image_size {self.image_size} is not divisible by 2^(len(ch_mult)-1)"
                               f" = {2 ** (len(self.ch_mult) - 1)}")
@@ -120,6 +122,7 @@ class AutoencoderConfig:
             raise ConfigError(f"autoencoder.kind must be 'kl' or 'vq', got {self.kind!r}")
         if self.kind == "vq" and not (isinstance(self.n_embed, int) and self.n_embed > 0):
             raise ConfigError("autoencoder.n_embed (codebook size) is required for kind='vq'")
+        limits.check_autoencoder(self)  # types, impossible values and size limits, before any module is built
         if self.kind == "kl" and not self.double_z:
             raise ConfigError("autoencoder kind='kl' needs double_z=True (mean and logvar)")
         f = self.downsample_factor
@@ -154,6 +157,7 @@ class DiffusionConfig:
             raise ConfigError(f"diffusion.num_timesteps must be a positive integer, got {self.num_timesteps!r}")
         if self.schedule not in ("vp", "geometric"):
             raise ConfigError(f"diffusion.schedule must be 'vp' or 'geometric', got {self.schedule!r}")
+        limits.check_diffusion(self)
 
     @classmethod
     def from_dict(cls, d):
@@ -185,6 +189,7 @@ class ModelConfig:
                 f"{self.image_size / a.downsample_factor:g} px, but generator.image_size is {g.image_size}")
         if not (isinstance(self.scale_factor, (int, float)) and self.scale_factor > 0):
             raise ConfigError(f"scale_factor must be a positive number, got {self.scale_factor!r}")
+        limits.check_scale_factor(self.scale_factor)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -224,6 +229,10 @@ class ModelConfig:
         for k in ("generator", "autoencoder", "diffusion", "scale_factor", "image_size"):
             if k not in d:
                 raise ConfigError(f"model config: missing field {k!r}")
+        for k, typ in (("scale_factor", (int, float)), ("image_size", int)):
+            if isinstance(d[k], bool) or not isinstance(d[k], typ):
+                raise ConfigError(f"model config: {k} must be {'an integer' if typ is int else 'a number'}, "
+                                  f"got {d[k]!r}")
         cfg = cls(
             generator=GeneratorConfig.from_dict(d["generator"]),
             autoencoder=AutoencoderConfig.from_dict(d["autoencoder"]),

@@ -16,3 +16,7 @@ class ConfigError(LDDGANError):
 
 class InputError(LDDGANError):
     """A tensor argument has the wrong shape, dtype or range."""
+
+
+class NonFiniteError(LDDGANError):
+    """Weights, a schedule or an output hold NaN or infinite values (they would give black images)."""

@@ -16,6 +16,8 @@ from .fast.context import channels_last_for, clone_inference_tensors, runtime
 from .fast.decode import DecodePlan, decode_tiled, plan_decode, warn_decoder_fallback
 from .fast.options import MIN_TILE, FastOptions
 from .formats.lddgan_file import key_mismatch, parse_dtype, read_model_file, save_model
+from .formats.weights_check import check_weights_match
+from .limits import check_finite_output, check_finite_schedule, check_finite_weights
 from .nets.autoencoder import Autoencoder
 from .nets.generator import Generator
 
@@ -39,6 +41,7 @@ class LDDGAN(nn.Module):
         # Plain tensors, not buffers: they are derived from the config and never saved.
         self.coefficients = DiffusionCoefficients.from_config(config.diffusion)
         self.posterior = PosteriorCoefficients.from_config(config.diffusion)
+        check_finite_schedule(self.coefficients, self.posterior)
         self.set_fast(self.fast)
 
     # -- fast path ------------------------------------------------------------------------------------------
@@ -142,6 +145,8 @@ class LDDGAN(nn.Module):
             else:
                 outs = [decode_tiled(self._decode_chunk, chunk, plan.tile, f) for chunk in latents.split(plan.chunk)]
             out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        check_finite_output(out, "decode", "the latents or the autoencoder weights are not finite, or half precision "
+                                           "overflowed (use fp32)")
         return clone_inference_tensors(out)
 
     def _decode_plan(self, shape: tuple, chunk_size: int | None, tile_size: int | None) -> DecodePlan:
@@ -257,6 +262,8 @@ class LDDGAN(nn.Module):
                 out = (x * self.scale_factor).contiguous()
         finally:
             self.train(was_training)
+        check_finite_output(out, "sample", "non-finite weights, inputs or schedule, or half precision overflowed "
+                                           "(use fp32)")
         return clone_inference_tensors(out), clone_inference_tensors(traj), clone_inference_tensors(x0s)
 
     @torch.no_grad()
@@ -281,7 +288,13 @@ def load_model(path, device="cpu", dtype=torch.float32):
         cfg = ModelConfig.from_dict(meta["config_dict"])
     except ConfigError as e:
         raise CheckpointError(f"model file {p!r}: {e}") from None
-    model = LDDGAN(cfg)
+    # before building anything: the config's sizes must be the weights' sizes, and the weights finite
+    check_weights_match(cfg, {k: tuple(v.shape) for k, v in tensors.items()}, f"model file {p!r}")
+    check_finite_weights(tensors, f"model file {p!r}")
+    try:
+        model = LDDGAN(cfg)
+    except ConfigError as e:  # e.g. a degenerate schedule
+        raise CheckpointError(f"model file {p!r}: {e}") from None
     dtype = parse_dtype(dtype)
     for prefix, module in (("generator.", model.generator), ("autoencoder.", model.autoencoder)):
         sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

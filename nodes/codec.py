@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from . import chunks, runtime
-from .convert import FIT_MODES, image_to_model, latent_samples, model_to_image, tag_latent
+from .convert import (FIT_MODES, check_image_shape, fitted_size, image_to_model, latent_samples, model_to_image,
+                      tag_latent)
+from .lib import L
 from .model_nodes import MODEL_TYPE
 
 
@@ -32,6 +34,16 @@ class LDDGANEncode:
         }
 
     def encode(self, model, image, fit="error"):
+        check_image_shape(image, "image")
+        if fit in FIT_MODES:  # refuse what cannot fit in memory before touching the pixels
+            H, W = fitted_size(image, model, fit)
+            need = chunks.encode_bytes(model, max(1, H), max(1, W))
+            avail = runtime.available_memory(runtime.compute_device())
+            if avail is not None and need > avail:
+                raise L.InputError(
+                    f"image: {W}x{H} px needs about {need / 2**30:.1f} GiB to encode (even one image at a time), "
+                    f"but only {avail / 2**30:.1f} GiB is available on {runtime.compute_device()}; use a smaller "
+                    f"image (e.g. fit='crop and resize to model size', or an upscale/downscale node first)")
         x = image_to_model(image, model, fit, "image")  # [B, 3, H, W] in [-1, 1]
         B, H, W = x.shape[0], x.shape[2], x.shape[3]
         pbar = runtime.progress_bar(B)

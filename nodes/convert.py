@@ -28,13 +28,50 @@ def latent_multiple(model) -> int:
     return 2 ** (len(model.config.generator.ch_mult) - 1)
 
 
-def image_to_model(image, model, fit: str = "error", name: str = "image") -> torch.Tensor:
-    """IMAGE [B, H, W, C>=3] 0..1 -> [B, 3, H', W'] in [-1, 1], fitted to the model as ``fit`` says."""
+def check_image_shape(image, name: str = "image") -> None:
+    """An IMAGE [B, H, W, 3|4] with at least one image of at least one pixel."""
     if not torch.is_tensor(image) or image.ndim != 4 or image.shape[-1] not in (3, 4):
         raise L.InputError(f"{name}: expected an IMAGE tensor [B, H, W, 3] with values 0..1, got "
                            f"{tuple(image.shape) if torch.is_tensor(image) else type(image).__name__}")
+    if image.shape[0] == 0:
+        raise L.InputError(f"{name}: the batch is empty (0 images); connect at least one image")
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise L.InputError(f"{name}: the image has zero size ({image.shape[2]}x{image.shape[1]} px)")
+
+
+# IMAGE values are 0..1; resampling may overshoot a little (clamped), anything far outside is another convention
+VALUE_SLACK = 0.5
+
+
+def check_image_values(image, name: str = "image") -> None:
+    """Refuse values far outside 0..1 (0..255 or -1..1 images) instead of clamping them into garbage; NaN / Inf
+    too."""
+    x = image[..., :3]
+    if not bool(torch.isfinite(x).all()):
+        raise L.InputError(f"{name}: holds NaN or infinite values")
+    lo, hi = (float(v) for v in torch.aminmax(x.float()))
+    if lo < -VALUE_SLACK or hi > 1 + VALUE_SLACK:
+        hint = " (0..255 pixel values? divide by 255)" if hi > 1 + VALUE_SLACK and hi <= 255.5 and lo >= -0.5 else ""
+        raise L.InputError(f"{name}: values range from {lo:g} to {hi:g}, but IMAGE values must be 0..1{hint}")
+
+
+def fitted_size(image, model, fit: str) -> tuple[int, int]:
+    """(H, W) in pixels that ``image_to_model`` will hand to the model, found without touching the pixels."""
+    H, W = int(image.shape[1]), int(image.shape[2])
+    if fit == "crop and resize to model size":
+        return model.config.image_size, model.config.image_size
+    if fit == "center crop":
+        m = image_multiple(model)
+        return H // m * m, W // m * m
+    return H, W
+
+
+def image_to_model(image, model, fit: str = "error", name: str = "image") -> torch.Tensor:
+    """IMAGE [B, H, W, C>=3] 0..1 -> [B, 3, H', W'] in [-1, 1], fitted to the model as ``fit`` says."""
+    check_image_shape(image, name)
     if fit not in FIT_MODES:
         raise L.InputError(f"fit: expected one of {FIT_MODES}, got {fit!r}")
+    check_image_values(image, name)
     x = image[..., :3].float().movedim(-1, 1)  # alpha, if any, is dropped as core VAE Encode does
     H, W = x.shape[2:]
     m = image_multiple(model)

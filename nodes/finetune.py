@@ -11,7 +11,7 @@ import torch
 
 from . import runtime
 from .convert import image_to_model
-from .lib import L
+from .lib import L, check_paths_fit
 from .model_nodes import MODEL_TYPE, checked_filename
 
 log = logging.getLogger("lddgan")
@@ -57,7 +57,16 @@ def image_folder(folder) -> str | None:
     base = runtime.input_dir()
     if not os.path.isabs(f) and base is not None:
         f = os.path.join(base, f)
-    return os.path.abspath(f)
+    f = os.path.abspath(f)
+    roots = runtime.training_roots()
+    if roots is not None:  # in ComfyUI anyone who can queue a prompt sets this: never leave the allowed folders
+        real = os.path.realpath(f)
+        ok = [r for r in roots if os.path.commonpath([real, os.path.realpath(r)]) == os.path.realpath(r)]
+        if not ok:
+            raise L.InputError(f"folder: {folder!r} is not inside ComfyUI's input folder; give a folder of images "
+                               f"inside it (e.g. 'my_images' for input/my_images), or list another folder under "
+                               f"'{runtime.TRAINING_FOLDER}:' in extra_model_paths.yaml")
+    return f
 
 
 def _count(name: str, value, low: int) -> int:
@@ -190,11 +199,16 @@ class LDDGANFineTune:
             runtime.check_interrupt()  # Cancel: raises; finetune saves the state and re-raises
 
         device = runtime.compute_device()
-        runtime.make_room_for_training(device)
         state = _train().RunPaths.beside(path).state
         cfg = _train().finetune_config(steps=steps, batch_size=batch_size, lr_g=float(lr_g), lr_d=float(lr_d),
                                        rec_schedule=schedule, gamma=float(gamma), r1_gamma=float(r1_gamma),
                                        ema_decay=float(ema_decay), seed=int(seed), save_every=save_every)
+        lock = import_module(L.__name__ + ".runlock").run_lock(self.lock_path(path), f"save_name {save_name!r}")
+        with lock:  # held for the run's life: a second run of the same save_name is refused
+            return self._run(model, x, folder, cfg, augment, steps, save_name, path, state, device, progress)
+
+    def _run(self, model, x, folder, cfg, augment, steps, save_name, path, state, device, progress):
+        runtime.make_room_for_training(device)
         try:
             res = _train().finetune(model, images=x, folder=folder, config=cfg, augment=augment, save_path=path,
                                     resume=True, progress=progress, should_stop=None,
@@ -211,7 +225,12 @@ class LDDGANFineTune:
         return {"ui": {"text": [path]}, "result": (out, _image(res.loss_curve), _image(res.sample_grid))}
 
     @staticmethod
-    def save_path(save_name) -> str:
+    def lock_path(path: str) -> str:
+        """<save_name>.lock beside the model: held while a run writes its files."""
+        return path[: -len(".safetensors")] + ".lock"
+
+    @classmethod
+    def save_path(cls, save_name) -> str:
         """models/lddgan/<save_name>.safetensors. A file there that no fine-tune run wrote (no .train.pt beside
         it), or a name that would hide a model of another model folder, is refused."""
         try:
@@ -220,7 +239,13 @@ class LDDGANFineTune:
             raise L.InputError(f"save_name: {save_name!r} is not a plain file name (letters, digits, '.', '_', '-', "
                                f"spaces; no folders); e.g. 'my_finetune'") from None
         path = os.path.join(runtime.save_dir(), name)
-        state = _train().RunPaths.beside(path).state  # the resume point: the library names the run's files
+        run = _train().RunPaths.beside(path)
+        state = run.state  # the resume point: the library names the run's files
+        # every file of the run, and the temporary names they are written under, must fit the file system: checked
+        # now, not after training
+        check_paths_fit([path, run.state, run.discriminator, run.log_csv, run.curve_png, cls.lock_path(path)],
+                        "save_name")
+        check_paths_fit([run.cache_dir], "save_name", extra_name_chars=len("/latents-0123456789abcdef.safetensors"))
         if os.path.exists(path) and not os.path.isfile(state):
             raise L.InputError(f"save_name: {path} already exists and is not a fine-tune run (no "
                                f"{os.path.basename(state)} beside it); choose another save_name: it is not replaced")

@@ -22,6 +22,9 @@ seeds_for_batch = _sampler.seeds_for_batch
 parse_dtype = _file.parse_dtype
 save_model = _file.save_model
 decode_bytes_per_image = _fast.decode_bytes_per_image
+_atomic = import_module(L.__name__ + ".atomic")
+is_temp_name = _atomic.is_temp_name
+check_paths_fit = _atomic.check_paths_fit
 
 __all__ = ["L", "default_model_path", "start_step_for", "seeds_for_batch", "parse_dtype", "save_model",
-           "decode_bytes_per_image"]
+           "decode_bytes_per_image", "is_temp_name", "check_paths_fit"]

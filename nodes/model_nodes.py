@@ -7,7 +7,7 @@ import re
 import torch
 
 from . import listing, runtime
-from .lib import L, parse_dtype, save_model
+from .lib import L, check_paths_fit, parse_dtype, save_model
 
 MODEL_TYPE = "LDDGAN_MODEL"
 PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
@@ -139,10 +139,30 @@ class LDDGANSaveModel:
             },
         }
 
+    # Per target path: the token IS_CHANGED gave while the file was missing. ComfyUI re-runs a node only when
+    # IS_CHANGED differs from the cached run's value: a file deleted after it was saved gives a new token, so the
+    # node runs (and writes it) again instead of reporting a cached success; a file that is there keeps the token
+    # of the run that wrote it, so an unchanged graph stays cached.
+    _missing_tokens: dict = {}
+
+    @classmethod
+    def IS_CHANGED(cls, filename="", **_inputs):
+        try:
+            path = os.path.join(runtime.save_dir(), checked_filename(filename))
+        except (ValueError, OSError):
+            return float("nan")  # unknown (e.g. a linked filename): always run; the run reports problems
+        if os.path.isfile(path):
+            return cls._missing_tokens.get(path, "present")
+        import time
+        token = f"missing@{time.monotonic_ns()}"
+        cls._missing_tokens[path] = token
+        return token
+
     def save(self, model, filename, overwrite, precision="keep"):
         if precision not in SAVE_PRECISIONS:
             raise L.InputError(f"precision: expected one of {SAVE_PRECISIONS}, got {precision!r}")
         path = os.path.join(runtime.save_dir(), checked_filename(filename))
+        check_paths_fit([path], "filename")
         if os.path.exists(path) and not overwrite:
             raise L.InputError(f"filename: {path} already exists; turn overwrite on to replace it, or choose "
                                f"another name")

@@ -12,7 +12,7 @@ from importlib import import_module
 
 import torch
 
-from .lib import L, default_model_path
+from .lib import L, default_model_path, is_temp_name
 
 FOLDER = "lddgan"  # the folder_paths key: models/lddgan (and extra_model_paths.yaml entries "lddgan: ...")
 EXTENSIONS = {".safetensors"}
@@ -95,7 +95,34 @@ def is_oom(exc: BaseException) -> bool:
     oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
     if oom_type is not None and isinstance(exc, oom_type):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    if not isinstance(exc, RuntimeError):  # MemoryError too: Python's own allocation failure on the CPU
+        return isinstance(exc, MemoryError)
+    msg = str(exc).lower()
+    # CUDA / MPS: "out of memory"; the CPU allocator: "DefaultCPUAllocator: can't allocate memory: you tried to
+    # allocate N bytes" or "not enough memory"
+    return any(s in msg for s in ("out of memory", "can't allocate memory", "cannot allocate memory",
+                                  "not enough memory", "defaultcpuallocator"))
+
+
+def available_memory(device) -> int | None:
+    """Bytes that one computation could get on ``device`` at best (every other model unloaded): the device's total
+    memory inside ComfyUI; outside it the system's available memory for the CPU (/proc/meminfo) and the device's
+    total for CUDA; None when unknown. Work needing more can never run: it is refused up front."""
+    mm = _mm()
+    if mm is not None and hasattr(mm, "get_total_memory"):
+        return int(mm.get_total_memory(device))
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info(dev)[1])
+    if dev.type == "cpu":
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
 
 
 def check_interrupt() -> None:
@@ -164,13 +191,13 @@ def model_dirs() -> list[str]:
 def list_models() -> list[str]:
     """Names (relative to their folder, '/'-separated) of the .safetensors files in every model folder."""
     fp = _folder_paths()
-    if fp is not None and FOLDER in fp.folder_names_and_paths:
-        return list(fp.get_filename_list(FOLDER))
+    if fp is not None and FOLDER in fp.folder_names_and_paths:  # never the temporary files of a save
+        return [n for n in fp.get_filename_list(FOLDER) if not is_temp_name(n)]
     names = set()
     for d in _fallback_dirs():
         for root, _dirs, files in os.walk(d, followlinks=True):
             for f in files:
-                if os.path.splitext(f)[1].lower() in EXTENSIONS:
+                if os.path.splitext(f)[1].lower() in EXTENSIONS and not is_temp_name(f):
                     names.add(os.path.relpath(os.path.join(root, f), d).replace(os.sep, "/"))
     return sorted(names)
 
@@ -201,6 +228,22 @@ def input_dir() -> str | None:
     """ComfyUI's input folder (where Load Image uploads go), or None outside ComfyUI."""
     fp = _folder_paths()
     return fp.get_input_directory() if fp is not None else None
+
+
+TRAINING_FOLDER = "lddgan_training"  # extra_model_paths.yaml key for more folders of training images
+
+
+def training_roots() -> list[str] | None:
+    """The folders LDDGAN Fine-Tune may read images from: ComfyUI's input folder plus any folder listed under
+    ``lddgan_training:`` in extra_model_paths.yaml. None outside ComfyUI (no confinement: a local script)."""
+    base = input_dir()
+    if base is None:
+        return None
+    roots = [base]
+    fp = _folder_paths()
+    if fp is not None and TRAINING_FOLDER in getattr(fp, "folder_names_and_paths", {}):
+        roots += list(fp.get_folder_paths(TRAINING_FOLDER))
+    return roots
 
 
 # -- published weights (weights_manifest.json) ------------------------------------------------------------------
@@ -246,4 +289,9 @@ def install_download(entry, allow_download: bool) -> str:
         check_interrupt()
         bar.update_absolute(min(done, total or done), total or max(done, 1))
 
-    return zoo.ensure(entry.id, save_dir(), manifest=_manifest(), allow_download=allow_download, progress=progress)
+    def cancel():  # Cancel in ComfyUI raises its interrupt exception here, between two blocks of the download
+        check_interrupt()
+        return False
+
+    return zoo.ensure(entry.id, save_dir(), manifest=_manifest(), allow_download=allow_download, progress=progress,
+                      cancel=cancel)

@@ -13,9 +13,11 @@ import os
 import torch
 
 from ..atomic import atomic_write
-from ..config import FORMAT_NAME, FORMAT_VERSION
+from ..config import FORMAT_NAME, FORMAT_VERSION, ModelConfig
 from ..errors import CheckpointError, ConfigError
+from ..limits import check_finite_weights
 from .safe_load import read_safetensors
+from .weights_check import check_weights_match
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
            "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -91,3 +93,17 @@ def key_mismatch(target: dict, given: dict) -> tuple[list[str], list[str], list[
     shapes = [f"{k}: file {tuple(given[k].shape)} vs config {tuple(target[k].shape)}"
               for k in sorted(set(given) & set(target)) if given[k].shape != target[k].shape]
     return missing, unexpected, shapes
+
+
+def validate_model_file(path):
+    """Check an LDDGAN file completely without building the model: format, config (types and limits), the
+    weights' names and shapes against the config, finite weights. Returns the ModelConfig."""
+    p = os.fspath(path)
+    meta, tensors = read_model_file(p)
+    try:
+        cfg = ModelConfig.from_dict(meta["config_dict"])
+    except ConfigError as e:
+        raise CheckpointError(f"model file {p!r}: {e}") from None
+    check_weights_match(cfg, {k: tuple(v.shape) for k, v in tensors.items()}, f"model file {p!r}")
+    check_finite_weights(tensors, f"model file {p!r}")
+    return cfg

@@ -15,6 +15,7 @@ otherwise a CheckpointError lists what is missing, unexpected or mis-shaped.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import warnings
@@ -24,9 +25,12 @@ import torch
 
 from ..config import AutoencoderConfig, DiffusionConfig, GeneratorConfig, ModelConfig
 from ..errors import CheckpointError, ConfigError
+from ..limits import check_finite_weights
 from ..model import LDDGAN
+from ..nets.generator import Generator
 from ..version import __version__
 from .safe_load import read_state_dict
+from .weights_check import expected_shapes
 
 # Official argparse options that do not change the inference architecture (training, paths, I/O).
 _IGNORED_GENERATOR_ARGS = {
@@ -91,11 +95,17 @@ def _num(v, name: str, where: str, cast=int, default=None):
     if v is None and default is not None:
         return default
     try:
-        if isinstance(v, bool):
+        if isinstance(v, bool) or (cast is int and isinstance(v, str)):
             raise TypeError
-        return cast(v)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {name} must be a number, got {v!r}") from None
+        if cast is int and isinstance(v, float) and not (math.isfinite(v) and v == int(v)):
+            raise TypeError  # 2.5 or nan is not silently truncated
+        out = cast(v)
+    except (TypeError, ValueError, OverflowError):
+        kind = "a number (an integer)" if cast is int else "a number"
+        raise ConfigError(f"{where}: {name} must be {kind}, got {v!r}") from None
+    if cast is float and not math.isfinite(out):
+        raise ConfigError(f"{where}: {name} must be a finite number, got {v!r}")
+    return out
 
 
 def parse_generator_args(g: dict, where: str = "official config", latent_size: int | None = None,
@@ -381,6 +391,26 @@ def _provenance(config, generator, autoencoder) -> dict:
     return out
 
 
+# A checkpoint may hold more than the weights (EMA copies, optimizer states, a Lightning loss network): its
+# tensors may take this many times the weights' float32 size, plus FILE_BUDGET_SLACK bytes, and no more.
+FILE_BUDGET_FACTOR = 8
+FILE_BUDGET_SLACK = 512 << 20
+
+
+def _file_budget(gk: dict, ae_cfg, part: str, shapes: dict | None = None) -> int:
+    """Bytes a generator / autoencoder checkpoint may allocate, from what the config implies (the generator's
+    z-mapping sizes are read from the file itself, so the official defaults stand in for them here)."""
+    if shapes is None:
+        try:
+            gcfg = GeneratorConfig(**{"nz": 100, "z_emb_dim": 256, "n_mlp": 3, **gk})
+        except (ConfigError, TypeError):
+            return FILE_BUDGET_SLACK  # the config is reported properly below; read only a small file meanwhile
+        with torch.device("meta"):
+            shapes = {"generator." + k: tuple(v.shape) for k, v in Generator(gcfg).state_dict().items()}
+    n = sum(math.prod(s) for k, s in shapes.items() if k.startswith(part + "."))
+    return FILE_BUDGET_FACTOR * 4 * n + FILE_BUDGET_SLACK
+
+
 def load_official(config, generator, autoencoder, *, device="cpu", dtype=torch.float32, name: str | None = None):
     """Build an LDDGAN from the official files: ``config`` (JSON path or dict), ``generator`` (netG_*.pth)
     and ``autoencoder`` (LDM .ckpt, or a state dict file). Paths may also be already-loaded dicts."""
@@ -388,7 +418,8 @@ def load_official(config, generator, autoencoder, *, device="cpu", dtype=torch.f
     gk, ae_cfg, diff, sf, image_size, cfg_name = parse_official_config(config)
     gwhat = f"generator file {os.fspath(generator)!r}" if not isinstance(generator, dict) else "generator state dict"
     awhat = f"autoencoder file {os.fspath(autoencoder)!r}" if not isinstance(autoencoder, dict) else "autoencoder state dict"
-    gsd = generator if isinstance(generator, dict) else read_state_dict(generator, what="generator")
+    gsd = generator if isinstance(generator, dict) else read_state_dict(
+        generator, what="generator", max_bytes=_file_budget(gk, ae_cfg, "generator"))
     if isinstance(gsd, dict) and isinstance(gsd.get("state_dict"), dict):
         gsd = gsd["state_dict"]
     gsd = strip_ddp_prefix(_tensor_dict(gsd, gwhat))
@@ -407,16 +438,24 @@ def load_official(config, generator, autoencoder, *, device="cpu", dtype=torch.f
     except ConfigError as e:  # name the config the contradiction came from
         where = "official config" if isinstance(config, dict) else f"official config {os.fspath(config)!r}"
         raise ConfigError(f"{where}: {e}") from None
-    model = LDDGAN(mcfg)
-    g_target = model.generator.state_dict()
+    # Shapes are checked against the architecture built on the meta device (nothing allocated) before the model
+    # is built: a config asking for far more than the files hold fails here, cheaply.
+    shapes = expected_shapes(mcfg)
+    meta_target = lambda prefix: {k[len(prefix):]: torch.empty(v, device="meta")  # noqa: E731
+                                  for k, v in shapes.items() if k.startswith(prefix)}
+    g_target = meta_target("generator.")
     g_sd = map_state_dict(gsd, generator_key_map(gcfg), g_target, gwhat)
+    check_finite_weights(g_sd, gwhat)
 
-    asd_raw = autoencoder if isinstance(autoencoder, dict) else read_state_dict(autoencoder, what="autoencoder")
+    asd_raw = autoencoder if isinstance(autoencoder, dict) else read_state_dict(
+        autoencoder, what="autoencoder", max_bytes=_file_budget(gk, ae_cfg, "autoencoder", shapes))
     asd = extract_autoencoder_state_dict(asd_raw, awhat)
     if any(k.startswith("all_modules.") or k.startswith("z_transform.") for k in asd):
         raise CheckpointError(f"{awhat}: holds generator keys (all_modules.*): were generator and autoencoder swapped?")
-    a_target = model.autoencoder.state_dict()
+    a_target = meta_target("autoencoder.")
     a_sd = map_state_dict(asd, [(k, k, None) for k in a_target], a_target, awhat)
+    check_finite_weights(a_sd, awhat)
+    model = LDDGAN(mcfg)
 
     model.generator.load_state_dict(g_sd, strict=True)
     model.autoencoder.load_state_dict(a_sd, strict=True)

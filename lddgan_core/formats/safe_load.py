@@ -28,7 +28,7 @@ import torch
 
 from ..errors import CheckpointError
 
-__all__ = ["read_state_dict", "read_safetensors", "Opaque"]
+__all__ = ["read_state_dict", "read_safetensors", "Opaque"]  # noqa: RUF022
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _CONVERT_HINT = ("re-save it with a current PyTorch (torch.save(torch.load(f), f2)) "
@@ -93,6 +93,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._archive, self._prefix, self._swap = archive, prefix, swap
         self._storages: dict = {}
         self._opaque: dict = {}
+        self.allocated, self.max_bytes = 0, None
 
     def find_class(self, module, name):
         module = "builtins" if module == "__builtin__" else module  # protocol-2 spelling
@@ -118,7 +119,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
         dtype, key, numel = pid[1].dtype, str(pid[2]), int(pid[4])
         if key not in self._storages:
             nbytes = numel * torch._utils._element_size(dtype)
-            blob = self._archive.read(f"{self._prefix}data/{key}")
+            self.allocated += nbytes
+            if self.max_bytes is not None and self.allocated > self.max_bytes:
+                raise _TooBig(self.allocated, self.max_bytes)
+            with self._archive.open(f"{self._prefix}data/{key}") as member:
+                blob = member.read(nbytes)  # never more than the pickle says the storage holds
             if len(blob) < nbytes:
                 raise pickle.UnpicklingError(f"storage blob {key} is {len(blob)} bytes, "
                                              f"expected {nbytes}")
@@ -129,6 +134,71 @@ class _RestrictedUnpickler(pickle.Unpickler):
             self._storages[key] = torch.storage.TypedStorage(
                 wrap_storage=raw, dtype=dtype, _internal=True)
         return self._storages[key]
+
+
+class _TooBig(Exception):
+    def __init__(self, need: int, limit: int):
+        super().__init__(need, limit)
+        self.need, self.limit = need, limit
+
+
+# What reading a checkpoint may allocate without a bound from a config: twice the file's size (the data of a
+# torch.save archive is stored uncompressed) plus this much.
+SIZE_SLACK = 64 << 20
+
+
+def _limit(size: int, max_bytes: int | None) -> int:
+    bound = 2 * size + SIZE_SLACK
+    return bound if max_bytes is None else min(bound, int(max_bytes))
+
+
+def _too_big(label: str, need: int, limit: int) -> CheckpointError:
+    return CheckpointError(f"{label} would need {need / 2**20:.1f} MiB of tensor data, more than the "
+                           f"{limit / 2**20:.1f} MiB its size and its config allow (a compressed 'bomb' or a corrupt "
+                           f"file); it was not loaded")
+
+
+def _check_zip_sizes(path, label: str, limit: int) -> None:
+    """Refuse a zip archive whose members declare more bytes than ``limit`` before anything is inflated."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(i.file_size for i in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{label} is truncated or corrupted (unreadable zip: {e})") from None
+    if total > limit:
+        raise _too_big(label, total, limit)
+
+
+class _LegacyScan(_RestrictedUnpickler):
+    """Reads the pickles of a legacy file with inert stand-ins for every class; storages are only counted."""
+
+    def __init__(self, f):
+        pickle.Unpickler.__init__(self, f)  # noqa: PLC2801 - not the zip reader's constructor
+        self._storages, self._opaque = {}, {}
+        self.allocated, self.max_bytes = 0, None
+
+    def find_class(self, module, name):
+        if module == "torch._utils":  # nothing is rebuilt: only the storages' sizes are wanted
+            return lambda *args, **kwargs: None
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid):
+        if isinstance(pid, tuple) and len(pid) >= 5 and isinstance(pid[1], _StorageType):
+            key = str(pid[2])
+            if key not in self._storages:
+                self._storages[key] = True
+                self.allocated += int(pid[4]) * torch._utils._element_size(pid[1].dtype)
+        return None
+
+
+def _legacy_bytes(path) -> int:
+    """Bytes the storages of a legacy (pre-zip) torch.save file declare, found without allocating them."""
+    with open(path, "rb") as f:
+        for _ in range(3):  # magic number, protocol version, system info
+            _LegacyScan(f).load()
+        scan = _LegacyScan(f)
+        scan.load()  # the saved object, whose storages follow it in the file
+    return scan.allocated
 
 
 def _label(path, what: str) -> str:
@@ -147,7 +217,7 @@ def _check_file(path, what: str) -> int:
     return size
 
 
-def _restricted_load(path, what: str):
+def _restricted_load(path, what: str, max_bytes: int | None = None):
     with zipfile.ZipFile(path) as archive:
         pkls = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
         prefix = pkls[0][: -len("data.pkl")]
@@ -157,11 +227,18 @@ def _restricted_load(path, what: str):
         if order not in (b"little", b"big"):
             raise CheckpointError(f"{_label(path, what)}: unknown byteorder {order!r}")
         swap = order.decode() != sys.byteorder
-        return _RestrictedUnpickler(archive.read(pkls[0]), archive, prefix, swap).load()
+        u = _RestrictedUnpickler(archive.read(pkls[0]), archive, prefix, swap)
+        u.max_bytes = max_bytes
+        try:
+            return u.load()
+        except _TooBig as e:
+            raise _too_big(_label(path, what), e.need, e.limit) from None
 
 
-def _read_torch_zip(path, what: str):
+def _read_torch_zip(path, what: str, max_bytes: int | None = None):
     label = _label(path, what)
+    limit = _limit(os.path.getsize(path), max_bytes)
+    _check_zip_sizes(path, label, limit)
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -180,7 +257,7 @@ def _read_torch_zip(path, what: str):
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/OSError/... on bad data
         raise CheckpointError(f"{label} could not be read (truncated or corrupted?): {e}") from None
     try:
-        return _restricted_load(path, what)
+        return _restricted_load(path, what, limit)
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001
@@ -214,24 +291,33 @@ def read_safetensors(path, *, what: str = "checkpoint"):
         raise CheckpointError(f"{label} could not be read as safetensors: {e}") from None
 
 
-def read_state_dict(path, *, what: str = "checkpoint") -> dict:
+def read_state_dict(path, *, what: str = "checkpoint", max_bytes: int | None = None) -> dict:
     """Return the top-level object stored in a torch zip or safetensors file, on CPU.
 
     For torch files this is whatever was saved (usually a dict; Lightning checkpoints keep
     the weights under ``"state_dict"``); objects of non-allow-listed classes come back as
     :class:`Opaque` placeholders. For safetensors it is the ``{name: tensor}`` dict.
     """
-    _check_file(path, what)
+    size = _check_file(path, what)
     label = _label(path, what)
     with open(path, "rb") as f:
         head = f.read(9)
     if head.startswith(_ZIP_MAGIC):
-        return _read_torch_zip(path, what)
+        return _read_torch_zip(path, what, max_bytes)
+    if max_bytes is not None and size > max_bytes:
+        raise _too_big(label, size, int(max_bytes))
     if len(head) == 9 and head[8:9] == b"{":
         return read_safetensors(path, what=what)[0]
     if head[:1] == b"\x80":  # a bare pickle stream: the pre-zip torch.save format (e.g. pytorch-fid's weights)
         import torch
 
+        try:
+            need = _legacy_bytes(path)
+        except Exception as e:  # noqa: BLE001 - any failure to scan: not a well-formed legacy file
+            raise CheckpointError(f"{label} is not a readable legacy torch.save file ({type(e).__name__}: {e}); "
+                                  f"{_CONVERT_HINT}") from None
+        if need > _limit(size, max_bytes):
+            raise _too_big(label, need, _limit(size, max_bytes))
         try:  # torch's weights_only unpickler reads it safely (tensors and plain containers only)
             return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - no restricted fallback for this format

@@ -133,8 +133,21 @@ def _validator(headers) -> str | None:
     return headers.get("Last-Modified")
 
 
+def _write_error(url: str, path: str, part: str, meta_path: str, e: OSError) -> DownloadError:
+    """A destination that cannot take the file (full, over quota, read-only): the partial file is removed (it
+    only takes space; a retry starts over) and the error says what to do."""
+    _discard(part, meta_path)
+    return DownloadError(f"could not save {url} to {path}: {e.strerror or e} (errno {e.errno}); the partial "
+                         f"download was removed. Free some space or choose a writable folder, then run again.",
+                         url=url, path=path, retryable=False)
+
+
+class Cancelled(DownloadError):
+    """The download was cancelled by its cancel callback (the partial file is kept for a resume)."""
+
+
 def _attempt(url: str, path: str, part: str, meta_path: str, *, size, progress, timeout, user_agent,
-             expect_binary, hasher_box) -> int:
+             expect_binary, hasher_box, deadline=None, cancel=None, max_bytes=None, known=None) -> int:
     """One HTTP request. Appends to ``part`` (resuming when possible) and returns the total size.
     Raises DownloadError (retryable=True when a retry can resume)."""
     offset = os.path.getsize(part) if os.path.exists(part) else 0
@@ -203,27 +216,53 @@ def _attempt(url: str, path: str, part: str, meta_path: str, *, size, progress, 
             _discard(part, meta_path)
             raise DownloadError(f"could not download {url}: the server's file has {total} bytes, the manifest "
                                 f"expects {size}. {_by_hand(url, path)}", url=url, path=path)
+        if known is not None:
+            known[0] = total is not None or size is not None  # the size is declared: completeness can be checked
         total = total if total is not None else size
-        if mode == "wb" or not meta:
-            _write_meta(meta_path, {"url": url, "validator": _validator(resp.headers), "total": total})
+        try:
+            if mode == "wb" or not meta:
+                _write_meta(meta_path, {"url": url, "validator": _validator(resp.headers), "total": total})
+            f = open(part, mode)
+        except OSError as e:
+            raise _write_error(url, path, part, meta_path, e) from None
         done = offset
         if progress:
             progress(done, total)
-        with open(part, mode) as f:
-            try:
-                while True:
-                    block = resp.read(CHUNK)
-                    if not block:
-                        break
+        cap = total if total is not None else max_bytes
+        with f:
+            while True:
+                if cancel is not None and cancel():
+                    f.flush()
+                    raise Cancelled(f"download of {url} cancelled after {done} bytes; the partial file {part} is "
+                                    f"kept: run again to resume", url=url, path=path)
+                if deadline is not None and time.monotonic() > deadline:
+                    f.flush()
+                    raise DownloadError(f"download of {url} took longer than its overall time limit ({done} bytes "
+                                        f"received); the partial file {part} is kept: run again to resume (a very "
+                                        f"slow server or network?). {_by_hand(url, path)}", url=url, path=path)
+                try:  # read1: what has arrived (one socket read), so the checks above run at least every `timeout`
+                    block = resp.read1(CHUNK)
+                except (OSError, http.client.HTTPException) as e:  # timeouts, resets, IncompleteRead
+                    f.flush()
+                    why = "timed out" if isinstance(e, (socket.timeout, TimeoutError)) else type(e).__name__
+                    raise _interrupted(url, path, part, done, total, why) from None
+                if not block:
+                    break
+                if cap is not None and done + len(block) > cap:  # stop at once: never write past the declared size
+                    f.close()
+                    _discard(part, meta_path)
+                    what = f"the announced {total}" if total is not None else f"the limit of {max_bytes}"
+                    raise DownloadError(f"{url}: the server sent more than {what} bytes; stopped and discarded. "
+                                        f"{_by_hand(url, path)}", url=url, path=path)
+                try:
                     f.write(block)
-                    hasher_box[0].update(block)
-                    done += len(block)
-                    if progress:
-                        progress(done, total)
-            except (OSError, http.client.HTTPException) as e:  # timeouts, resets, IncompleteRead
-                f.flush()
-                why = "timed out" if isinstance(e, (socket.timeout, TimeoutError)) else type(e).__name__
-                raise _interrupted(url, path, part, done, total, why) from None
+                except OSError as e:
+                    f.close()
+                    raise _write_error(url, path, part, meta_path, e) from None
+                hasher_box[0].update(block)
+                done += len(block)
+                if progress:
+                    progress(done, total)
     if total is not None and done < total:
         raise _interrupted(url, path, part, done, total, "connection closed early")
     if total is not None and done > total:
@@ -240,48 +279,87 @@ def _interrupted(url, path, part, done, total, why) -> DownloadError:
                          url=url, path=path, retryable=True)
 
 
+MIN_RATE = 50_000  # bytes/s: the default overall time limit lets a declared size arrive at this average rate
+MIN_DEADLINE = 600.0  # seconds: ... but never less than this
+MAX_UNDECLARED = 64 << 30  # bytes: the most a download of undeclared size may write
+
+
+def default_deadline(size: int | None) -> float:
+    """Default overall time limit (seconds) of a download of ``size`` bytes (None: unknown)."""
+    return MIN_DEADLINE if size is None else max(MIN_DEADLINE, size / MIN_RATE)
+
+
 def download_file(url: str, path, *, size: int | None = None, sha256: str | None = None,
                   progress: Progress | None = None, timeout: float = 30.0, retries: int = 2,
-                  retry_wait: float = 1.0, expect_binary: bool = True, user_agent: str | None = None) -> str:
+                  retry_wait: float = 1.0, expect_binary: bool = True, user_agent: str | None = None,
+                  deadline: float | None = None, cancel: Callable[[], bool] | None = None,
+                  max_bytes: int = MAX_UNDECLARED, info: dict | None = None) -> str:
     """Download ``url`` to ``path`` (resuming ``path.part``), verify ``size`` / ``sha256`` when given, rename
     into place, and return the file's sha256 (hex). ``retries``: extra attempts after a retryable failure
     (interruption, timeout, 5xx), each resuming where the last stopped. ``timeout``: seconds for the
-    connection and for each read."""
+    connection and for each read. ``deadline``: seconds for the whole download, retries included (default
+    ``default_deadline(size)``). ``cancel()``: called between blocks; True (or an exception it raises, such as
+    ComfyUI's interrupt) stops the download, keeping the partial file. ``max_bytes``: the most bytes written
+    when neither ``size`` nor the server declares the size (a declared size is never exceeded). ``info``: if
+    given, receives ``complete`` (True when the size was declared, by ``size`` or the server, and met)."""
 
     if not url.lower().startswith(("http://", "https://")):
         raise DownloadError(f"{url!r}: only http(s) URLs can be downloaded", url=url, path=os.fspath(path))
     path = os.path.abspath(os.fspath(path))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     part, meta_path = path + ".part", path + ".part.json"
-    ua = user_agent or f"lddgan/{__version__} (python-urllib)"
-    with file_lock(path + ".lock", what=path):
-        hasher_box = [hashlib.sha256()]
-        if os.path.exists(part):  # resume: the hash must cover the bytes already on disk
-            with open(part, "rb") as f:
-                for block in iter(lambda: f.read(CHUNK), b""):
-                    hasher_box[0].update(block)
-        attempt = 0
-        while True:
-            try:
-                total = _attempt(url, path, part, meta_path, size=size, progress=progress, timeout=timeout,
-                                 user_agent=ua, expect_binary=expect_binary, hasher_box=hasher_box)
-                break
-            except DownloadError as e:
-                if not e.retryable or attempt >= retries:
-                    raise
-                attempt += 1
-                time.sleep(retry_wait * attempt)
-        got_size = os.path.getsize(part) if os.path.exists(part) else 0
-        if got_size != total or (size is not None and got_size != size):
-            _discard(part, meta_path)
-            raise DownloadError(f"{url}: got {got_size} bytes, expected {size if size is not None else total}; the "
-                                f"partial file was removed. {_by_hand(url, path)}", url=url, path=path)
-        digest = hasher_box[0].hexdigest()
-        if sha256 is not None and digest != sha256.lower():
-            _discard(part, meta_path)
-            raise DownloadError(f"{url}: sha256 mismatch: expected {sha256.lower()}, got {digest} ({got_size} bytes). "
-                                f"The download was removed; nothing was installed. If the file was replaced "
-                                f"upstream, check its origin before trusting it.", url=url, path=path)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        lock = file_lock(path + ".lock", what=path)
+        lock.__enter__()
+    except OSError as e:
+        raise DownloadError(f"could not save {url} to {path}: {e.strerror or e} (a read-only or full folder?); "
+                            f"choose a writable folder", url=url, path=path) from None
+    try:
+        return _download_locked(url, path, part, meta_path, size=size, sha256=sha256, progress=progress,
+                                timeout=timeout, retries=retries, retry_wait=retry_wait, expect_binary=expect_binary,
+                                ua=user_agent or f"lddgan/{__version__} (python-urllib)",
+                                deadline=time.monotonic() + (default_deadline(size) if deadline is None else deadline),
+                                cancel=cancel, max_bytes=max_bytes, info=info)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _download_locked(url, path, part, meta_path, *, size, sha256, progress, timeout, retries, retry_wait,
+                     expect_binary, ua, deadline, cancel, max_bytes, info) -> str:
+    known = [False]
+    hasher_box = [hashlib.sha256()]
+    if os.path.exists(part):  # resume: the hash must cover the bytes already on disk
+        with open(part, "rb") as f:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                hasher_box[0].update(block)
+    attempt = 0
+    while True:
+        try:
+            total = _attempt(url, path, part, meta_path, size=size, progress=progress, timeout=timeout,
+                             user_agent=ua, expect_binary=expect_binary, hasher_box=hasher_box,
+                             deadline=deadline, cancel=cancel, max_bytes=max_bytes, known=known)
+            break
+        except DownloadError as e:
+            if not e.retryable or attempt >= retries or time.monotonic() > deadline:
+                raise
+            attempt += 1
+            time.sleep(retry_wait * attempt)
+    got_size = os.path.getsize(part) if os.path.exists(part) else 0
+    if got_size != total or (size is not None and got_size != size):
+        _discard(part, meta_path)
+        raise DownloadError(f"{url}: got {got_size} bytes, expected {size if size is not None else total}; the "
+                            f"partial file was removed. {_by_hand(url, path)}", url=url, path=path)
+    digest = hasher_box[0].hexdigest()
+    if sha256 is not None and digest != sha256.lower():
+        _discard(part, meta_path)
+        raise DownloadError(f"{url}: sha256 mismatch: expected {sha256.lower()}, got {digest} ({got_size} bytes). "
+                            f"The download was removed; nothing was installed. If the file was replaced "
+                            f"upstream, check its origin before trusting it.", url=url, path=path)
+    try:
         os.replace(part, path)
-        _discard(meta_path)
-        return digest
+    except OSError as e:
+        raise _write_error(url, path, part, meta_path, e) from None
+    _discard(meta_path)
+    if info is not None:
+        info["complete"] = bool(known[0]) or size is not None
+    return digest

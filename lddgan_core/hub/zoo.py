@@ -20,6 +20,7 @@ sha256 of the two official files it came from, which must match the published or
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -32,7 +33,7 @@ from typing import Callable, Iterable
 from ..atomic import atomic_write, atomic_write_text
 from ..config import GeneratorConfig, ModelConfig
 from ..errors import ConfigError, LDDGANError
-from ..formats.lddgan_file import read_model_file
+from ..formats.lddgan_file import read_model_file, validate_model_file
 from ..formats.official import load_official, parse_autoencoder_args, parse_official_config
 from .download import download_file, DownloadError, file_lock, Progress, sha256_file
 
@@ -291,7 +292,8 @@ def _validate_entry(r, at: str, by_id: dict, seen_ids: set, seen_targets: dict) 
         if kind == "model":
             p.append(f"{at}.archive: not allowed for kind 'model'")
         if not isinstance(archive, dict) or archive.get("format") != "zip" or not _is_text(archive.get("member")) \
-                or set(archive) - {"format", "member"}:
+                or set(archive) - {"format", "member", "size"} or not (
+                    archive.get("size") is None or (isinstance(archive["size"], int) and archive["size"] >= 0)):
             p.append(f"{at}.archive: expected {{\"format\": \"zip\", \"member\": \"<path in the zip>\"}}, got {archive!r}")
         p += _check_file_name(r.get("download_name"), f"{at}.download_name", ".zip")
     elif "download_name" in r:
@@ -506,68 +508,136 @@ def _not_installed(e: Entry, missing: list[Entry], dest: str) -> ZooError:
                               if e.kind == "official_generator" else "."))
 
 
-def _download(e: Entry, dest: str, progress, log, timeout, retries) -> str:
-    """Download ``e`` (trying its URLs in order) to dest/e.download_path, verified; returns the sha256."""
+def _download(e: Entry, dest: str, progress, log, timeout, retries, pending: list | None = None,
+              cancel=None) -> str:
+    """Download ``e`` (trying its URLs in order) to dest/e.download_path, verified; returns the sha256. Its hash
+    is not recorded here: a record for it is appended to ``pending`` (only when the download is complete: its
+    size was declared and met), to be written once the file has proved valid (see ``ensure``)."""
     rel = e.download_path
     want, _ = _expected_sha(e, dest, rel)
     errors = []
     for url in e.urls:
         if log:
             log(f"downloading {url}\n  -> {os.path.join(dest, rel)}")
+        info: dict = {}
         try:
             digest = download_file(url, os.path.join(dest, rel), size=e.size, sha256=want, progress=progress,
-                                   timeout=timeout, retries=retries)
+                                   timeout=timeout, retries=retries, cancel=cancel, info=info)
         except DownloadError as err:
+            if cancel is not None and type(err).__name__ == "Cancelled":
+                raise ZooError(str(err)) from None
             errors.append(str(err))
             continue
-        _record(dest, rel, sha256=digest, size=os.path.getsize(os.path.join(dest, rel)), entry=e.id,
-                how="download", url=url)
+        if pending is not None and info.get("complete"):
+            pending.append((e, rel, dict(sha256=digest, size=os.path.getsize(os.path.join(dest, rel)), entry=e.id,
+                                         how="download", url=url), True))
+        elif pending is not None:  # size unknown: never record (a truncated file would block good ones), but
+            pending.append((e, rel, None, True))  # remove it if it proves invalid
         return digest
     raise ZooError(f"{e.id!r}: " + "\n".join(errors))
 
 
-def _extract(e: Entry, dest: str, log) -> None:
-    """Copy the archive member to dest/e.source_path (atomically), record it, then delete the archive."""
+# Without a declared size for the archive member ("archive": {"size": N}), extraction may write at most this many
+# times the archive's own size (checkpoints barely compress; a 'zip bomb' inflates a thousandfold).
+MAX_INFLATE = 4
+
+
+def _extract(e: Entry, dest: str, log, pending: list | None = None) -> None:
+    """Copy the archive member to dest/e.source_path (atomically; at most its declared size, or MAX_INFLATE
+    times the archive's), record it (or leave the record in ``pending``), then delete the archive."""
 
     arch = os.path.join(dest, e.download_path)
     member = e.archive["member"]
+    limit = e.archive.get("size")
+    if limit is None:
+        limit = MAX_INFLATE * os.path.getsize(arch) + (1 << 20)
     try:
         with zipfile.ZipFile(arch) as z:
-            names = [n for n in z.namelist() if not n.endswith("/")]
+            infos = [i for i in z.infolist() if not i.filename.endswith("/")]
+            names = [i.filename for i in infos]
             match = [n for n in names if n == member] or [n for n in names if n.rsplit("/", 1)[-1] == member]
             if len(match) != 1:
                 raise ZooError(f"{arch}: expected one member named {member!r}, found {match or names[:20]}")
+            declared = z.getinfo(match[0]).file_size
+            if declared > limit:
+                raise ZooError(f"{arch}: {match[0]} would inflate to {declared} bytes, more than the {limit} allowed "
+                               f"({'declared in the manifest' if 'size' in e.archive else f'{MAX_INFLATE}x the archive'}"
+                               f"); not extracted. Delete the archive: it is not the published file")
             if log:
                 log(f"extracting {match[0]} -> {os.path.join(dest, e.source_path)}")
 
             def write(tmp):
+                done = 0
                 with z.open(match[0]) as src, open(tmp, "wb") as dst:
                     for block in iter(lambda: src.read(1 << 20), b""):
+                        done += len(block)
+                        if done > limit:  # the header lied: stop writing at the bound
+                            raise ZooError(f"{arch}: {match[0]} inflates beyond {limit} bytes; not extracted. "
+                                           f"Delete the archive: it is not the published file")
                         dst.write(block)
             atomic_write(os.path.join(dest, e.source_path), write)
     except (zipfile.BadZipFile, OSError) as err:
         raise ZooError(f"{arch}: not a readable zip archive ({err}); delete it and download again") from None
-    _record(dest, e.source_path, sha256=sha256_file(os.path.join(dest, e.source_path)),
-            size=os.path.getsize(os.path.join(dest, e.source_path)), entry=e.id, how="extracted",
-            archive_sha256=read_state(dest).get(e.download_path, {}).get("sha256"))
+    rec = dict(sha256=sha256_file(os.path.join(dest, e.source_path)),
+               size=os.path.getsize(os.path.join(dest, e.source_path)), entry=e.id, how="extracted",
+               archive_sha256=read_state(dest).get(e.download_path, {}).get("sha256"))
+    if pending is None:
+        _record(dest, e.source_path, **rec)
+    else:
+        pending.append((e, e.source_path, rec, False))
     os.unlink(arch)
 
 
-def _arrive(e: Entry, dest: str, allow_download: bool, progress, log, timeout, retries) -> str:
-    """Make dest/e.source_path present and verified (downloaded, found in place, or extracted). Returns its path."""
+def _check_or_defer(e: Entry, dest: str, rel: str, pending: list) -> None:
+    """A file found in place: checked against a published / recorded hash now; a new record waits in ``pending``
+    until the file has proved valid."""
+    path = os.path.join(dest, rel)
+    digest = sha256_file(path)
+    want, _ = _expected_sha(e, dest, rel)
+    if want is not None:
+        _check_or_record(e, dest, rel, how="found", digest=digest)
+    else:
+        pending.append((e, rel, dict(sha256=digest, size=os.path.getsize(path), entry=e.id, how="found"), False))
+
+
+def _arrive(e: Entry, dest: str, allow_download: bool, progress, log, timeout, retries,
+            pending: list | None = None, cancel=None) -> str:
+    """Make dest/e.source_path present and verified (downloaded, found in place, or extracted). Returns its path.
+    With ``pending`` (a list), new hash records are appended there instead of written (see ``ensure``)."""
+    pend = [] if pending is None else pending
     src = os.path.join(dest, e.source_path)
     if os.path.isfile(src):
-        _check_or_record(e, dest, e.source_path, how="found")
-        return src
-    if not (e.archive and os.path.isfile(os.path.join(dest, e.download_path))):
-        if not allow_download:
-            raise _not_installed(e, [e], dest)
-        _download(e, dest, progress, log, timeout, retries)
+        _check_or_defer(e, dest, e.source_path, pend)
     else:
-        _check_or_record(e, dest, e.download_path, how="found")
-    if e.archive:
-        _extract(e, dest, log)
+        if not (e.archive and os.path.isfile(os.path.join(dest, e.download_path))):
+            if not allow_download:
+                raise _not_installed(e, [e], dest)
+            _download(e, dest, progress, log, timeout, retries, pend, cancel)
+        else:
+            _check_or_defer(e, dest, e.download_path, pend)
+        if e.archive:
+            _commit(dest, [p for p in pend if p[1] == e.download_path])  # the archive's hash, for its record
+            pend[:] = [p for p in pend if p[1] != e.download_path]
+            _extract(e, dest, log, pend)
+    if pending is None:
+        _commit(dest, pend)
     return src
+
+
+def _commit(dest: str, pending: list) -> None:
+    """Write the hash records of files that proved valid."""
+    for _e, rel, rec, _downloaded in pending:
+        if rec is not None:
+            _record(dest, rel, **rec)
+
+
+def _reject(dest: str, pending: list) -> None:
+    """Files that did not prove valid: the downloaded ones are removed (a later download starts clean), and no
+    hash is recorded for any of them."""
+    for _e, rel, _rec, downloaded in pending:
+        if downloaded or _rec is not None and _rec.get("how") == "extracted":
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(dest, rel))
 
 
 def _model_meta(path: str) -> dict:
@@ -594,7 +664,7 @@ def _check_converted(m: Manifest, e: Entry, dest: str) -> None:
                            f"sha256 {want} ({origin}). Delete {out} and install again.")
 
 
-def _convert(m: Manifest, e: Entry, dest: str, gen_path: str, ae_path: str, log) -> None:
+def _convert(m: Manifest, e: Entry, dest: str, gen_path: str, ae_path: str, log, pending: list | None = None) -> None:
 
     out = os.path.join(dest, e.target)
     if log:
@@ -605,13 +675,15 @@ def _convert(m: Manifest, e: Entry, dest: str, gen_path: str, ae_path: str, log)
                 "license": e.license}
     model.config = dataclasses.replace(model.config, provenance={**model.config.provenance, **zoo_prov})
     model.save(out)
+    _commit(dest, pending or [])  # the official files proved valid: their hashes may now be recorded
     prov = model.config.provenance
     _record(dest, e.target, sha256=sha256_file(out), size=os.path.getsize(out), entry=e.id, how="converted",
             generator_sha256=prov.get("generator_sha256"), autoencoder_sha256=prov.get("autoencoder_sha256"))
 
 
 def ensure(entry_id: str, dest, *, manifest=None, allow_download: bool = False, progress: Progress | None = None,
-           log: Callable[[str], None] | None = None, timeout: float = 30.0, retries: int = 2) -> str:
+           log: Callable[[str], None] | None = None, timeout: float = 30.0, retries: int = 2,
+           cancel: Callable[[], bool] | None = None) -> str:
     """Install manifest entry ``entry_id`` into folder ``dest`` if needed and return the path to use:
 
     * model / official_generator: our .safetensors, ready for ``lddgan_core.load`` (official files are
@@ -621,7 +693,9 @@ def ensure(entry_id: str, dest, *, manifest=None, allow_download: bool = False, 
     Files already in place (e.g. put there by hand) are used after verification. With ``allow_download``
     False a missing file is a ZooError that gives the URL(s) and the exact path(s) to save them to.
     ``progress(done_bytes, total_bytes_or_None)`` is called during each download; ``log(text)`` gets one
-    line per step. Raises ZooError (a ValueError) on any failure."""
+    line per step; ``cancel()`` is polled during downloads (True, or an exception it raises, stops them). Hashes
+    of new files are recorded only once the files have proved valid (converted into a model, or read as one).
+    Raises ZooError (a ValueError) on any failure."""
     m = load_manifest(manifest)
     e = m[entry_id]
     dest = os.path.abspath(os.fspath(dest))
@@ -637,26 +711,37 @@ def ensure(entry_id: str, dest, *, manifest=None, allow_download: bool = False, 
                 if e.kind == "official_generator":
                     _check_converted(m, e, dest)
                 return target
+            pending: list = []
             if e.kind == "model":
-                _arrive(e, dest, allow_download, progress, log, timeout, retries)
+                _arrive(e, dest, allow_download, progress, log, timeout, retries, pending, cancel)
                 try:
-                    read_model_file(target)
+                    validate_model_file(target)
                 except LDDGANError as err:
                     os.unlink(target)
-                    raise ZooError(f"{e.id!r}: the downloaded file is not an LDDGAN model and was removed: {err}") from None
+                    raise ZooError(f"{e.id!r}: the downloaded file is not an LDDGAN model and was removed: "
+                                   f"{err}") from None
+                _commit(dest, pending)
                 return target
-            if e.kind == "official_autoencoder":
-                return _arrive(e, dest, allow_download, progress, log, timeout, retries)
+            if e.kind == "official_autoencoder":  # on its own (no model to convert): recorded when complete
+                return _arrive(e, dest, allow_download, progress, log, timeout, retries, None, cancel)
             ae = m.entries[e.autoencoder]
             try:
-                gen_path = _arrive(e, dest, allow_download, progress, log, timeout, retries)
-                ae_path = _arrive(ae, dest, allow_download, progress, log, timeout, retries)
+                gen_path = _arrive(e, dest, allow_download, progress, log, timeout, retries, pending, cancel)
+                ae_path = _arrive(ae, dest, allow_download, progress, log, timeout, retries, pending, cancel)
             except ZooError as err:
+                _commit(dest, [p for p in pending if p[2] is not None and p[2].get("how") == "found"
+                               and _expected_sha(p[0], dest, p[1])[0] is not None])
                 still = _plan(m, e, dest)
                 if len(still) < 2:
                     raise
                 raise ZooError(f"{err}\nAll files still needed for {e.id!r}: {_hand_lines(still, dest)}") from None
-            _convert(m, e, dest, gen_path, ae_path, log)
+            try:
+                _convert(m, e, dest, gen_path, ae_path, log, pending)
+            except LDDGANError as err:
+                _reject(dest, pending)
+                raise ZooError(f"{e.id!r}: the official files do not convert into a valid model, so nothing was "
+                               f"recorded and the downloaded ones were removed (a later download starts clean): "
+                               f"{err}") from None
             return target
     except DownloadError as err:  # the install lock is held by someone else
         raise ZooError(str(err)) from None

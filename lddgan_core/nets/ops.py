@@ -30,7 +30,7 @@ class NetImpl:
 
 def make_fir_kernel(taps, gain: float = 1.0) -> torch.Tensor:
     """Outer product of the 1-D taps, normalised to sum to `gain`.  [k, k] float32."""
-    k = torch.as_tensor(taps, dtype=torch.float64)
+    k = torch.as_tensor(taps, dtype=torch.float64, device="cpu")  # also when built on the meta device
     if k.ndim == 1:
         k = torch.outer(k, k)
     k = k / k.sum() * gain

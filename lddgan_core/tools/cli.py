@@ -47,37 +47,65 @@ def cmd_convert(a) -> int:
     return 0
 
 
+# `lddgan sample` works through the batch SAMPLE_CHUNK images at a time, writing each chunk's PNGs before the next,
+# so memory stays bounded for any --batch; a grid is assembled only for at most MAX_GRID images / MAX_GRID_PIXELS.
+SAMPLE_CHUNK = 64
+MAX_GRID = 1024
+MAX_GRID_PIXELS = 1 << 27
+
+
 def cmd_sample(a) -> int:
+    import numpy as np
 
     if a.batch < 1:
         raise SystemExit("error: --batch must be >= 1")
     if not 1 <= a.zoom <= 16:
         raise SystemExit("error: --zoom must be between 1 and 16")
+    if a.chunk < 1:
+        raise SystemExit("error: --chunk must be >= 1")
     if not (a.out or a.grid):
         a.grid = "samples.png"
+    if a.grid and a.batch > MAX_GRID:
+        raise SystemExit(f"error: --batch {a.batch} is too many images for one grid (at most {MAX_GRID}); write "
+                         f"them as PNG files with --out DIR instead")
     device = resolve_device(a.device)
     m = load(resolve_model_path(a.model), device=device)
     m.set_fast(a.fast)
-    kw = {}
-    if a.init:
-        img = load_image(a.init, m.config.image_size).to(device)
-        kw = dict(init_latent=m.encode(img).repeat(a.batch, 1, 1, 1), denoise=a.denoise)
-    t0 = time.perf_counter()
-    lat = m.sample(a.batch, a.seed, **kw)
-    images = m.decode(lat).clamp(-1, 1)
-    dt = time.perf_counter() - t0
-    written = []
+    S = m.config.image_size
+    if a.grid and a.batch * S * S > MAX_GRID_PIXELS:
+        raise SystemExit(f"error: a grid of {a.batch} images of {S}px is too large ({a.batch * S * S / 1e6:.0f} "
+                         f"Mpx, limit {MAX_GRID_PIXELS / 1e6:.0f}); use fewer images or --out DIR")
     if a.out:
-        arr = to_uint8(images)
-        for i in range(a.batch):
-            written.append(save_png(arr[i], os.path.join(a.out, f"{a.prefix}{a.seed + i:06d}.png")))
+        os.makedirs(a.out, exist_ok=True)
+    init = None
+    if a.init:
+        init = m.encode(load_image(a.init, S).to(device))
+    t0 = time.perf_counter()
+    written, tiles, n_files = [], [], 0
+    for start in range(0, a.batch, a.chunk):
+        n = min(a.chunk, a.batch - start)
+        kw = {} if init is None else dict(init_latent=init.repeat(n, 1, 1, 1), denoise=a.denoise)
+        lat = m.sample(n, a.seed + start, **kw)  # sample b of the chunk uses seed + start + b: as one big batch
+        arr = to_uint8(m.decode(lat).clamp(-1, 1))
+        del lat
+        if a.out:
+            for i in range(n):
+                path = save_png(arr[i], os.path.join(a.out, f"{a.prefix}{a.seed + start + i:06d}.png"))
+                n_files += 1
+                if len(written) < 3:
+                    written.append(path)
+        if a.grid:
+            tiles.append(arr)
+    dt = time.perf_counter() - t0
     if a.grid:
+        images = torch.from_numpy(np.concatenate(tiles)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         grid = make_grid(images, a.nrow)
         if a.zoom > 1:  # nearest-neighbour enlargement: small images stay crisp
             grid = grid.repeat(a.zoom, axis=0).repeat(a.zoom, axis=1)
         written.append(save_png(grid, a.grid))
-    print(f"sampled {a.batch} image(s) of {m.config.image_size}px in {dt:.2f}s on {device} "
-          f"(seeds {a.seed}..{a.seed + a.batch - 1}); wrote {', '.join(written) if len(written) <= 3 else f'{len(written)} files'}")
+        n_files += 1
+    print(f"sampled {a.batch} image(s) of {S}px in {dt:.2f}s on {device} "
+          f"(seeds {a.seed}..{a.seed + a.batch - 1}); wrote {', '.join(written) if n_files <= 3 else f'{n_files} files'}")
     return 0
 
 
@@ -204,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prefix", default="lddgan_", help="file name prefix with --out")
     s.add_argument("--zoom", type=int, default=1, help="enlarge the grid N times (nearest neighbour; PNG files keep "
                                                        "the model's size)")
+    s.add_argument("--chunk", type=int, default=SAMPLE_CHUNK, help="images sampled and written at a time (memory "
+                                                                  "stays bounded for any --batch)")
     s.add_argument("--init", default=None, help="image-to-image: start from this image")
     s.add_argument("--denoise", type=float, default=0.5, help="with --init: 0 keeps the image, 1 ignores it")
     s.add_argument("--fast", choices=["ref", "fast", "bf16", "fp16", "max"], default="fast",
@@ -251,6 +281,11 @@ def main(argv=None) -> int:
         return a.fn(a)
     except (LDDGANError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only or full destination, a quota, a name too long: one line, no traceback
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"error: cannot write{where}: {e.strerror or e} (a read-only, full or missing destination?)",
+              file=sys.stderr)
         return 2
 
 
