@@ -23,6 +23,7 @@ def test_train_bench_rows(tmp_path, capsys):
         assert r["it_per_s"] > 0 and r["images_per_s"] == pytest.approx(4 * r["it_per_s"])
         assert len(r["s_per_it"]) == 1
     assert "| recipe | 4 | cpu | 1 | fast |" in capsys.readouterr().out
+    assert fast["gflop_per_it"] == fp32["gflop_per_it"] > 0 and fast["tflops"] > 0
 
 
 def test_train_bench_settings_match_fp32():

@@ -4,7 +4,8 @@ One iteration = the D step (real and fake pairs, lazy R1 at its rate), the G ste
 as `GANTrainer.train_step` runs them, on random latents of the model's latent shape (the data does not change
 the cost). For each architecture, batch size, CPU thread count (or CUDA) and setting, it reports iterations/s
 and images/s (median over timed blocks of `lazy_reg` iterations, so every block holds one R1 step), the ratio
-to the fp32 setting of the same row, and the peak memory (CPU: peak RSS growth of a fresh process running two
+to the fp32 setting of the same row, the conv + matmul FLOPs of an iteration (without R1) with the achieved
+TFLOP/s, the CPU's measured fp32 / bf16 matrix-product peak per thread count, and the peak memory (CPU: peak RSS growth of a fresh process running two
 iterations; CUDA: max_memory_allocated). Settings are timed block by block in turn inside one process, so a
 busy machine slows them alike.
 
@@ -83,6 +84,17 @@ def make_trainer(arch: str, batch: int, setting: str, device="cpu"):
     return GANTrainer(model, data, cfg, disc_config=disc, device=device)
 
 
+def iteration_flops(arch: str, batch: int) -> float:
+    """Conv + matmul FLOPs of one training iteration without R1 (forward and backward; torch's flop counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t = make_trainer(arch, batch, "fp32")
+    t.train_step()  # step 0 has R1; step 1 does not
+    with FlopCounterMode(display=False) as fc:
+        t.train_step()
+    return float(fc.get_total_flops())
+
+
 def _sync(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -147,12 +159,13 @@ def peak_memory_mb(arch: str, batch: int, setting: str, threads: int, device) ->
 
 
 def table(rows: list[dict]) -> str:
-    head = "| arch | batch | device | threads | setting | it/s | images/s | vs fp32 | peak MiB |"
-    lines = [head, "|" + "---|" * 9]
+    head = "| arch | batch | device | threads | setting | it/s | images/s | vs fp32 | GFLOP/it | TFLOP/s | peak MiB |"
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         mem = "-" if r.get("peak_mib") is None else f"{r['peak_mib']:.0f}"
         lines.append(f"| {r['arch']} | {r['batch']} | {r['device']} | {r['threads'] or '-'} | {r['setting']} | "
-                     f"{r['it_per_s']:.3f} | {r['images_per_s']:.1f} | {r['speedup']:.2f}x | {mem} |")
+                     f"{r['it_per_s']:.3f} | {r['images_per_s']:.1f} | {r['speedup']:.2f}x | {r['gflop_per_it']:.1f} | "
+                     f"{r['tflops']:.3f} | {mem} |")
     return "\n".join(lines)
 
 
@@ -188,18 +201,27 @@ def main(argv=None) -> int:
     if a.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda, but CUDA is not available", file=sys.stderr)
         return 2
-    rows = []
+    from .bench import cpu_gemm_tflops
+
+    rows, peaks = [], {}
     for arch in archs:
         for batch in batches:
+            flops = iteration_flops(arch, batch)
             for device, threads in devices:
                 if threads:
                     torch.set_num_threads(threads)
+                    if threads not in peaks:  # the fp32 / bf16 matrix-product ceiling at this thread count
+                        peaks[threads] = {"fp32": cpu_gemm_tflops(torch.float32),
+                                          "bf16": cpu_gemm_tflops(torch.bfloat16)}
+                        print(f"cpu matmul peak, {threads} thread(s): fp32 {peaks[threads]['fp32'] or 0:.3f}, bf16 "
+                              f"{peaks[threads]['bf16'] or 0:.3f} TFLOP/s", file=sys.stderr, flush=True)
                 times = time_row(arch, batch, settings, device, a.blocks)
                 ref = statistics.median(times["fp32"])
                 for s in settings:
                     med = statistics.median(times[s])
                     row = dict(arch=arch, batch=batch, device=device, threads=threads, setting=s,
                                s_per_it=times[s], it_per_s=1.0 / med, images_per_s=batch / med, speedup=ref / med,
+                               gflop_per_it=flops / 1e9, tflops=flops / med / 1e12,
                                peak_mib=None if a.no_memory else peak_memory_mb(arch, batch, s, threads or 1, device))
                     rows.append(row)
                     print(f"{arch} b{batch} {device}{'' if threads is None else f' x{threads}'} {s}: "
@@ -209,5 +231,6 @@ def main(argv=None) -> int:
     if a.json:
         info = dict(python=platform.python_version(), torch=torch.__version__, machine=platform.machine(),
                     cpu_count=os.cpu_count(), cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
-        atomic_write_text(a.json, json.dumps({"machine": info, "rows": rows}, indent=1))
+        atomic_write_text(a.json, json.dumps({"machine": info, "cpu_matmul_peak_tflops": peaks, "rows": rows},
+                                             indent=1))
     return 0
