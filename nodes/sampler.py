@@ -82,6 +82,7 @@ class LDDGANSampler:
 
             def run(a, b):
                 def step(info):  # one progress tick per sampling step; honours Cancel between steps
+                    runtime.synchronize()  # on a GPU: tick when the step is done, not when it is queued
                     pbar.update_absolute(a * steps + (info["step"] + 1) * (b - a), B * steps, previews(info["x0"]))
                     runtime.check_interrupt()
 

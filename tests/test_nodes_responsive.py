@@ -267,3 +267,15 @@ def test_a_failing_preview_never_fails_the_run(shipped, clock, bars, monkeypatch
     ref = P.LDDGANSampler().sample(shipped, 0, 2, 1.0)[0]["samples"]
     assert len(calls) == 1 and all(u[2] is None for u in bars[0].updates)
     assert ref.shape == (2, 4, 8, 8)
+
+
+def test_synchronize_waits_for_an_accelerator_only(monkeypatch):
+    """Chunks and sampler ticks are timed after the device's queued work is done (a no-op on the CPU)."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: calls.append(a))
+    monkeypatch.setattr(runtime, "compute_device", lambda: torch.device("cpu"))
+    runtime.synchronize()
+    assert calls == []
+    monkeypatch.setattr(runtime, "compute_device", lambda: torch.device("cuda"))
+    runtime.synchronize()
+    assert calls == [()]
