@@ -1,4 +1,9 @@
-"""Running a batch in memory-sized chunks on the compute device, retrying smaller on out-of-memory.
+"""Running a batch in chunks on the compute device: sized to free memory (retrying smaller on out-of-memory) and
+to time, so that a progress tick and a Cancel check come about every TARGET_SECONDS on any device.
+
+The chunk policy is the nodes' own (the library sees only the chunks): the memory planner gives the upper
+bound; within it a ``Pace`` starts from a conservative estimate of the work per sample (``*_flops`` below over
+an assumed throughput) and then sizes each next chunk from the measured time of the last one.
 
 Every library call the nodes make is per-sample deterministic (seeds per sample, no batch statistics),
 so splitting a batch never changes a result; tests check that.
@@ -8,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from typing import Callable
 
 import torch
@@ -18,6 +24,18 @@ from .lib import decode_bytes_per_image
 log = logging.getLogger("lddgan")
 
 MEMORY_MARGIN = 0.5  # use at most this fraction of the free memory: the estimates below are rough
+TARGET_SECONDS = 0.5  # aim for a progress tick and a Cancel check this often (measured, so about)
+PROBE_SECONDS = 0.25  # the first chunk, sized from an estimate before anything is measured, aims at this
+MAX_GROWTH = 4  # a chunk is at most this many times the last measured one (a noisy fast measurement)
+# FLOP/s assumed before the first measurement: deliberately low (a few shared CPU cores; a small GPU), so that the
+# first chunk is short; the measured rate takes over after it
+ASSUMED_FLOPS = {"cpu": 1e10}
+ASSUMED_FLOPS_ACCELERATOR = 2e11
+
+
+def clock() -> float:
+    """Seconds on a monotonic clock (tests replace it with a fake one)."""
+    return time.perf_counter()
 
 
 def _dtype_size(model) -> int:
@@ -45,6 +63,53 @@ def sample_bytes(model, h: int, w: int) -> int:
     attn = sum(((h >> i) * (w >> i)) ** 2 for i, r in enumerate(g.resolutions) if r in g.attn_resolutions)
     attn += ((h >> (len(g.ch_mult) - 1)) * (w >> (len(g.ch_mult) - 1))) ** 2
     return (maps + 2 * attn) * max(4, _dtype_size(model))
+
+
+def _conv_flops(ch: int, ch_mult, num_res_blocks: int, h: int, w: int) -> float:
+    """Rough FLOPs of a U-Net-like stack of 3x3 residual blocks: level i at (h >> i) x (w >> i) px with
+    ch * ch_mult[i] channels, about 2 * num_res_blocks + 1 blocks of two convolutions each."""
+    return float(sum(36 * (ch * m) ** 2 * max(1, h >> i) * max(1, w >> i) * (2 * num_res_blocks + 1)
+                     for i, m in enumerate(ch_mult)))
+
+
+def sample_flops(model, h: int, w: int) -> float:
+    """Rough FLOPs of one generator step for one sample of an h x w latent (the unit between two ticks)."""
+    g = model.config.generator
+    return _conv_flops(g.nf, g.ch_mult, g.num_res_blocks, h, w)
+
+
+def decode_flops(model, h: int, w: int) -> float:
+    """Rough FLOPs to decode (or, about the same, encode) one h x w latent."""
+    a = model.config.autoencoder
+    f = a.downsample_factor
+    return _conv_flops(a.ch, a.ch_mult, a.num_res_blocks, h * f, w * f)
+
+
+def encode_flops(model, H: int, W: int) -> float:
+    f = model.config.autoencoder.downsample_factor
+    return decode_flops(model, max(1, H // f), max(1, W // f))
+
+
+class Pace:
+    """Samples per chunk such that one tick's work (``ticks`` per chunk: one per sampling step, or one per
+    chunk) takes about TARGET_SECONDS. Starts from ``flops_per_tick`` (per sample) over the throughput assumed
+    for ``device`` (aiming at PROBE_SECONDS), then follows the measured time of each chunk (``record``),
+    growing by at most MAX_GROWTH per chunk. ``run_chunked`` keeps the memory bound on top of it."""
+
+    def __init__(self, flops_per_tick: float, device, ticks: int = 1):
+        dev = getattr(device, "type", str(device))
+        rate = ASSUMED_FLOPS.get(dev, ASSUMED_FLOPS_ACCELERATOR)
+        self.ticks = max(1, int(ticks))
+        self.next = max(1, int(PROBE_SECONDS * rate / max(1.0, float(flops_per_tick))))
+
+    def size(self) -> int:
+        return self.next
+
+    def record(self, n: int, seconds: float) -> None:
+        """``n`` samples took ``seconds`` for the whole chunk (all its ticks)."""
+        per_tick = seconds / self.ticks
+        grown = max(1, n) * MAX_GROWTH
+        self.next = grown if per_tick <= 0 else max(1, min(grown, int(TARGET_SECONDS * n / per_tick)))
 
 
 def budget(free: int | None) -> int | None:
@@ -80,17 +145,22 @@ def _model_bytes(model) -> int:
 
 
 def run_chunked(batch: int, first_chunk: int, fn: Callable[[int, int], torch.Tensor],
-                on_done: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Concatenate fn(start, stop) over the batch in chunks of ``first_chunk``; on out-of-memory the chunk
-    halves and the failed chunk is run again (down to 1 sample, then the error is raised with advice).
-    ``on_done(n_done)`` is called after each chunk. Results are moved to the output device."""
+                on_done: Callable[[int], None] | None = None, pace: Pace | None = None) -> torch.Tensor:
+    """Concatenate fn(start, stop) over the batch in chunks of at most ``first_chunk`` (the memory bound); on
+    out-of-memory the bound halves and the failed chunk is run again (down to 1 sample, then the error is
+    raised with advice). With a ``pace``, chunks are also sized to time (see ``Pace``). ``on_done(n_done)`` is
+    called after each chunk. Results are moved to the output device."""
     out, start, size = [], 0, max(1, int(first_chunk))
     dev = runtime.output_device()
     while start < batch:
-        stop = min(batch, start + size)
+        stop = min(batch, start + (size if pace is None else min(size, pace.size())))
         runtime.check_interrupt()
         try:
+            t0 = clock()
             out.append(fn(start, stop).to(dev))
+            if pace is not None:
+                runtime.synchronize()  # time the work, not its launch
+                pace.record(stop - start, clock() - t0)
             oom = False
         except Exception as e:  # noqa: BLE001 - only out-of-memory is handled, everything else re-raised
             if not runtime.is_oom(e):

@@ -50,7 +50,8 @@ class LDDGANEncode:
         with chunks.on_device(model) as device:
             first = chunks.chunk_size(B, chunks.encode_bytes(model, H, W), runtime.free_memory(device))
             lat = chunks.run_chunked(B, first, lambda a, b: model.encode(x[a:b].to(device)),
-                                     on_done=lambda n: pbar.update_absolute(n, B))
+                                     on_done=lambda n: pbar.update_absolute(n, B),
+                                     pace=chunks.Pace(chunks.encode_flops(model, H, W), device))
         return (tag_latent({"samples": lat}, model),)
 
 
@@ -61,7 +62,8 @@ class LDDGANDecode:
     RETURN_NAMES = ("image",)
     OUTPUT_TOOLTIPS = ("Decoded images [B, H, W, 3], values 0..1.",)
     DESCRIPTION = ("Decodes LDDGAN latents to images with the model's own autoencoder (VQ models snap to the "
-                   "codebook first), in chunks sized to free memory.")
+                   "codebook first), in chunks sized to free memory and to time (a progress tick and a Cancel check "
+                   "about every second).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -82,5 +84,6 @@ class LDDGANDecode:
             plan = model.plan_decode(z.shape, budget=chunks.budget(runtime.free_memory(device)))
             images = chunks.run_chunked(B, plan.chunk,
                                         lambda a, b: model_to_image(model.decode(z[a:b].to(device), plan=plan)),
-                                        on_done=lambda n: pbar.update_absolute(n, B))
+                                        on_done=lambda n: pbar.update_absolute(n, B),
+                                        pace=chunks.Pace(chunks.decode_flops(model, h, w), device))
         return (images,)

@@ -89,6 +89,16 @@ def empty_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def synchronize() -> None:
+    """Wait for the compute device's queued work (no-op on the CPU), so that chunks can be timed."""
+    dev = compute_device()
+    if dev.type == "cpu":
+        return
+    sync = getattr(getattr(torch, dev.type, None), "synchronize", None)
+    if sync is not None:
+        sync()
+
+
 def is_oom(exc: BaseException) -> bool:
     """True for an out-of-memory error from any backend (torch raises OutOfMemoryError on CUDA; other
     backends raise RuntimeError mentioning 'out of memory')."""

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from . import chunks, runtime
+from .preview import Previews
 from .convert import latent_samples, seeds_for, tag_latent
 from .lib import L, start_step_for
 from .model_nodes import MODEL_TYPE
 
-MAX_BATCH = 4096
+MAX_BATCH = 4096  # images per run; the work itself is chunked to memory and time, this bounds the output size
 
 
 class LDDGANSampler:
@@ -30,8 +31,11 @@ class LDDGANSampler:
                                  "tooltip": "Random seed. Sample i of the batch uses seed + i (seed + the latent's "
                                             "batch_index[i] when the latent carries one)."}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": MAX_BATCH,
-                                       "tooltip": "Number of images to sample. Ignored when a latent is connected: "
-                                                  "its batch is used."}),
+                                       "tooltip": f"Number of images to sample, 1..{MAX_BATCH} (the most one run "
+                                                  f"makes; a larger value is refused with an error, not reduced). "
+                                                  f"Big batches run in chunks with a progress tick and a Cancel "
+                                                  f"check about every second. Ignored when a latent is connected: "
+                                                  f"its batch is used."}),
                 "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                       "tooltip": "With a latent: 1 samples from pure noise (the latent only sets the "
                                                  "size), 0 returns the latent unchanged; in between the latent is "
@@ -49,7 +53,9 @@ class LDDGANSampler:
         T = model.num_timesteps
         if latent is None:
             if not 1 <= int(batch_size) <= MAX_BATCH:
-                raise L.InputError(f"batch_size: expected 1..{MAX_BATCH}, got {batch_size}")
+                raise L.InputError(f"batch_size: {batch_size} is outside 1..{MAX_BATCH}: LDDGAN Sampler makes at most "
+                                   f"{MAX_BATCH} images per run (it does not reduce a larger value silently). For "
+                                   f"more, queue several runs with seeds {MAX_BATCH} apart (sample i uses seed + i)")
             init, B = None, int(batch_size)
             seeds, steps = seeds_for(seed, B), T
             h, w = model.latent_shape[1:]
@@ -70,14 +76,18 @@ class LDDGANSampler:
 
         with chunks.on_device(model) as device:
             first = chunks.chunk_size(B, chunks.sample_bytes(model, h, w), runtime.free_memory(device))
+            # chunks also sized to time: one sampling step of a chunk (one tick) takes about TARGET_SECONDS
+            pace = chunks.Pace(chunks.sample_flops(model, h, w), device, ticks=steps)
+            previews = Previews(model)  # the first sample's x0 prediction, about once a second at most
 
             def run(a, b):
                 def step(info):  # one progress tick per sampling step; honours Cancel between steps
-                    pbar.update_absolute(a * steps + (info["step"] + 1) * (b - a), B * steps)
+                    runtime.synchronize()  # on a GPU: tick when the step is done, not when it is queued
+                    pbar.update_absolute(a * steps + (info["step"] + 1) * (b - a), B * steps, previews(info["x0"]))
                     runtime.check_interrupt()
 
                 x = None if init is None else init[a:b].to(device)
                 return model.sample(seeds=seeds[a:b], init_latent=x, start_step=steps, callback=step)
 
-            samples = chunks.run_chunked(B, first, run)
+            samples = chunks.run_chunked(B, first, run, pace=pace)
         return (tag_latent({**out, "samples": samples}, model),)
