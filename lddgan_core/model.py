@@ -15,9 +15,8 @@ from .fast.compiled import CallableCache, wrap
 from .fast.context import channels_last_for, clone_inference_tensors, runtime
 from .fast.decode import DecodePlan, decode_tiled, plan_decode, warn_decoder_fallback
 from .fast.options import MIN_TILE, FastOptions
-from .formats.lddgan_file import key_mismatch, parse_dtype, read_model_file, save_model
-from .formats.weights_check import check_weights_match
-from .limits import check_finite_output, check_finite_schedule, check_finite_weights
+from .formats.lddgan_file import key_mismatch, parse_dtype, read_checked_model_file, save_model
+from .limits import check_finite_output, check_finite_schedule
 from .nets.autoencoder import Autoencoder
 from .nets.generator import Generator
 
@@ -283,14 +282,8 @@ class LDDGAN(nn.Module):
 def load_model(path, device="cpu", dtype=torch.float32):
     """Load our format. dtype=None keeps the stored precision; otherwise weights are cast."""
     p = os.fspath(path)
-    meta, tensors = read_model_file(p)
-    try:
-        cfg = ModelConfig.from_dict(meta["config_dict"])
-    except ConfigError as e:
-        raise CheckpointError(f"model file {p!r}: {e}") from None
     # before building anything: the config's sizes must be the weights' sizes, and the weights finite
-    check_weights_match(cfg, {k: tuple(v.shape) for k, v in tensors.items()}, f"model file {p!r}")
-    check_finite_weights(tensors, f"model file {p!r}")
+    cfg, meta, tensors = read_checked_model_file(p)
     try:
         model = LDDGAN(cfg)
     except ConfigError as e:  # e.g. a degenerate schedule

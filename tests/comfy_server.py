@@ -29,6 +29,21 @@ def comfyui_dir() -> str | None:
     return os.path.realpath(shared) if os.path.isfile(os.path.join(shared, "main.py")) else None
 
 
+def make_input_folder(base, comfyui_dir: str, make_example) -> None:
+    """<base>/input holding ComfyUI's input/example.png, or one written by make_example(path) when the ComfyUI tree
+    has none."""
+    import pathlib
+    import shutil
+
+    (pathlib.Path(base) / "input").mkdir()
+    example = pathlib.Path(comfyui_dir) / "input" / "example.png"
+    dest = pathlib.Path(base) / "input" / "example.png"
+    if example.is_file():
+        shutil.copy(example, dest)
+    else:
+        make_example(dest)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

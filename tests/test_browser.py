@@ -25,7 +25,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO / "tools")]
 import build_workflows as B  # noqa: E402  tools/build_workflows.py
-from comfy_server import ComfyServer, comfyui_dir  # noqa: E402
+from comfy_server import ComfyServer, comfyui_dir, make_input_folder  # noqa: E402
 
 COMFYUI_DIR = comfyui_dir()
 if not COMFYUI_DIR:
@@ -70,12 +70,7 @@ def _wait(what: str, fn, timeout: float = 60, every: float = 0.2):
 def server(tmp_path_factory):
     base = tmp_path_factory.mktemp("browser_base")
     (base / "models" / "lddgan").mkdir(parents=True)
-    (base / "input").mkdir()
-    example = pathlib.Path(COMFYUI_DIR) / "input" / "example.png"
-    if example.is_file():
-        shutil.copy(example, base / "input" / "example.png")
-    else:
-        B.example_png(base / "input" / "example.png")
+    make_input_folder(base, COMFYUI_DIR, B.example_png)
     srv = ComfyServer(COMFYUI_DIR, os.environ.get("COMFYUI_PYTHON") or sys.executable, str(base), str(REPO),
                       env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
     yield srv

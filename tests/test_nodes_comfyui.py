@@ -32,7 +32,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO / "tools")]
 import build_workflows as B  # noqa: E402  tools/build_workflows.py
 import comfy_workflow as CW  # noqa: E402
-from comfy_server import ComfyServer, comfyui_dir, error_of  # noqa: E402
+from comfy_server import ComfyServer, comfyui_dir, error_of, make_input_folder  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 
 COMFYUI_DIR = comfyui_dir()
@@ -71,12 +71,7 @@ def server(tmp_path_factory):
     torch.manual_seed(1)
     L.LDDGAN(tiny_config("kl")).save(extra / "from_yaml.safetensors")
     (base / "extra_model_paths.yaml").write_text(f"test:\n  base_path: {base / 'elsewhere'}\n  lddgan: lddgan_models\n")
-    (base / "input").mkdir()
-    example = pathlib.Path(COMFYUI_DIR) / "input" / "example.png"
-    if example.is_file():
-        shutil.copy(example, base / "input" / "example.png")
-    else:
-        B.example_png(base / "input" / "example.png")
+    make_input_folder(base, COMFYUI_DIR, B.example_png)
     # One torch thread unless $OMP_NUM_THREADS says otherwise: the models here are tiny, and on a busy 2-core
     # machine two threads made fine-tuning them 30-50 times slower (threads waiting for each other's core).
     srv = ComfyServer(COMFYUI_DIR, os.environ.get("COMFYUI_PYTHON") or sys.executable, str(base), str(REPO),

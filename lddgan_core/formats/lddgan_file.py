@@ -95,9 +95,9 @@ def key_mismatch(target: dict, given: dict) -> tuple[list[str], list[str], list[
     return missing, unexpected, shapes
 
 
-def validate_model_file(path):
-    """Check an LDDGAN file completely without building the model: format, config (types and limits), the
-    weights' names and shapes against the config, finite weights. Returns the ModelConfig."""
+def read_checked_model_file(path):
+    """Read an LDDGAN file and check it completely without building the model: format, config (types and limits),
+    the weights' names and shapes against the config, finite weights. Returns (ModelConfig, metadata, tensors)."""
     p = os.fspath(path)
     meta, tensors = read_model_file(p)
     try:
@@ -106,4 +106,9 @@ def validate_model_file(path):
         raise CheckpointError(f"model file {p!r}: {e}") from None
     check_weights_match(cfg, {k: tuple(v.shape) for k, v in tensors.items()}, f"model file {p!r}")
     check_finite_weights(tensors, f"model file {p!r}")
-    return cfg
+    return cfg, meta, tensors
+
+
+def validate_model_file(path):
+    """read_checked_model_file, returning the ModelConfig only."""
+    return read_checked_model_file(path)[0]

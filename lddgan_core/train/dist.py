@@ -39,7 +39,7 @@ def init_from_env(device: str | torch.device | None = None) -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         cuda = device is not None and torch.device(device).type == "cuda"
         dist.init_process_group(backend="nccl" if cuda else "gloo")

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 
 from ..atomic import atomic_write, atomic_write_text
-from ..errors import CheckpointError
 
 AE_LOG_COLUMNS = ("step", "loss", "rec", "perceptual", "kl", "codebook", "g_adv", "d_weight", "d_loss", "lr",
                   "seconds")
