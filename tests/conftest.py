@@ -7,12 +7,32 @@ import torch
 
 import lddgan_core as L
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+TESTS = pathlib.Path(__file__).resolve().parent  # tests/: the shared helpers; tests mirror the library in subfolders
+REPO = TESTS.parent
 
 
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"  # the project's fixture sets, beside the repository
-OWN_FIXTURE = REPO / "tests" / "data" / "official_tiny"  # the repository's copy of official_tiny (README there)
+OWN_FIXTURE = TESTS / "data" / "official_tiny"  # the repository's copy of official_tiny (README there)
 FIXTURE_FILES = ("config.json", "netG.pth", "autoencoder.ckpt", "cases.safetensors")
+
+
+# (generator kwargs, official state-dict key count, params in millions) from LDDGAN_FACTS.md
+OFFICIAL_G = {
+    "cifar10": (dict(in_channels=4, image_size=16, nf=128, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(32,),
+                     nz=50, z_emb_dim=256, n_mlp=4), 272, 33.3),
+    "celeba256": (dict(in_channels=3, image_size=64, nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2,
+                       attn_resolutions=(16,), nz=100, z_emb_dim=256, n_mlp=3), 382, 48.4),
+    "lsun256": (dict(in_channels=4, image_size=32, nf=128, ch_mult=(1, 2, 2, 2), num_res_blocks=3,
+                     attn_resolutions=(16,), nz=50, z_emb_dim=256, n_mlp=3), 480, 61.9),
+}
+OFFICIAL_AE = {
+    "cifar10_kl_f2": (dict(kind="kl", embed_dim=4, z_channels=4, ch=128, ch_mult=(1, 2), num_res_blocks=2,
+                           attn_resolutions=(16,), resolution=32, dropout=0.2, tanh_out=True), 14.6),
+    "vq_f4": (dict(kind="vq", embed_dim=3, z_channels=3, ch=128, ch_mult=(1, 2, 4), num_res_blocks=2,
+                   resolution=256, double_z=False, n_embed=8192), 55.3),
+    "kl_f8": (dict(kind="kl", embed_dim=4, z_channels=4, ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2,
+                   resolution=256), 83.7),
+}
 
 
 def fixtures_dir() -> pathlib.Path:

@@ -80,7 +80,7 @@ class Graph:
 # above y = 150 (title bars are 30 px; the top bar ends at y = 90). Image outputs get room for what they show:
 # the frontend draws images at most at their own size, in a grid that fits the node, so the 32 px outputs are
 # also shown 4x larger (core Upscale Image By, nearest-exact) in a Preview Image, while Save Image keeps the
-# true size. tests/test_browser.py checks in a real browser that nothing overlaps before or after a run.
+# true size. tests/nodes/test_browser.py checks in a real browser that nothing overlaps before or after a run.
 X0, Y0, GAP = 100, 150, 50
 MIN_IMAGE_NODE_H = 270  # the frontend gives Save / Preview Image nodes at least this height (measured, 1.35.9)
 

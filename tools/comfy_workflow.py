@@ -2,7 +2,7 @@
 
 * ``object_info_for(classes)``: the /object_info entries ComfyUI derives from V1 node classes;
   ``CORE_OBJECT_INFO``: the same for the few core nodes the examples use (checked against a real
-  ComfyUI by tests/test_nodes_comfyui.py).
+  ComfyUI by tests/nodes/test_nodes_comfyui.py).
 * ``ui_to_api(ui, object_info)``: editor (UI) graph -> API prompt, reading widget values positionally as the
   frontend stores them (a seed's ``control_after_generate`` and an image upload button take an extra slot).
 * ``run_offline(api, ...)``: runs an API prompt with the pack's node classes and small stand-ins for those

@@ -30,7 +30,7 @@ Pieces (fields of ``FastOptions``; the first four become the ``nets.ops.NetImpl`
   decode alone is over the memory budget, None: never). Approximate (see ``decode_tiled``), so "auto" leaves
   every image that fits the budget untouched.
 
-The float32 pieces agree with the reference to rounding (tests/test_fast*.py: <= 1e-5 per op, <= 1e-4 on
+The float32 pieces agree with the reference to rounding (tests/*/test_fast*.py: <= 1e-5 per op, <= 1e-4 on
 images); half precision is reported as max abs error and PSNR against float32 by ``lddgan_core.bench``.
 """
 from __future__ import annotations

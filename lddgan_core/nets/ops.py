@@ -20,7 +20,7 @@ import torch.nn.functional as F
 class NetImpl:
     """Which form of each op a network runs; given to ``Generator`` / ``Autoencoder`` when they are built (or to
     their ``set_impl``). The default is the reference everywhere. Every fast form equals its reference up to
-    float rounding (tests/test_fast_ops.py)."""
+    float rounding (tests/nets/test_fast_ops.py)."""
 
     fir_conv: bool = False  # generator: FIR up/down-sampling as strided / transposed depthwise convs
     sdpa: bool = False  # attention of both networks through F.scaled_dot_product_attention
@@ -140,7 +140,7 @@ def attention_ldm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sdpa: bool 
 
 
 # -- fast forms (same maths, fewer passes over memory) ---------------------------------------------------
-# Each function below equals its reference counterpart above up to float rounding; tests/test_fast_ops.py
+# Each function below equals its reference counterpart above up to float rounding; tests/nets/test_fast_ops.py
 # checks every one against ``upfirdn2d`` / the plain layer sequence.
 
 def _depthwise(k: torch.Tensor, C: int, like: torch.Tensor) -> torch.Tensor:

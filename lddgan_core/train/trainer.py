@@ -116,7 +116,7 @@ class GANTrainer:
         self.model = clone_model(model, self.device, cfg.seed)
         self.model.autoencoder.requires_grad_(False).eval()
         self.G = self.model.generator.train()
-        if cfg.fast:  # the op forms whose gradients equal the reference's (tests/test_train_bench.py)
+        if cfg.fast:  # the op forms whose gradients equal the reference's (tests/tools/test_train_bench.py)
             self.G.set_impl(TRAIN_FAST_IMPL)
         self.ema = copy.deepcopy(self.G).requires_grad_(False).eval()
         if isinstance(disc_config, DiscriminatorConfig):

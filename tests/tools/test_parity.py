@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from lddgan_core.tools.parity import ATOL_IMAGE, ATOL_LATENT, check_fixture
-from conftest import OWN_FIXTURE
+from conftest import OWN_FIXTURE, SHARED_FIXTURES
 
-ROOT = Path(os.environ.get("LDDGAN_FIXTURES_ROOT", Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"))
+ROOT = Path(os.environ.get("LDDGAN_FIXTURES_ROOT", SHARED_FIXTURES))
 SETS = sorted(p for p in ROOT.glob("*") if (p / "cases.safetensors").is_file() and (p / "netG.pth").is_file())
 if not any(p.name == OWN_FIXTURE.name for p in SETS):  # no ../shared: the repository's copy of official_tiny
     SETS.append(OWN_FIXTURE)

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from nodes.model_nodes import LDDGANModelLoader
-from test_download import FileServer
-from test_zoo import fixture_manifest
+from hub_util import FileServer, fixture_manifest
 
 CHOICE = "[download] lddgan_tiny.safetensors"
 

@@ -1,17 +1,16 @@
 """Example workflows: editor format <-> API twins, thumbnails, shipped models only, and each one run end
-to end offline with the pack's node classes (the real-ComfyUI run is tests/test_nodes_comfyui.py)."""
+to end offline with the pack's node classes (the real-ComfyUI run is tests/nodes/test_nodes_comfyui.py)."""
 import json
 import os
-import pathlib
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-HERE = pathlib.Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path[:0] = [str(REPO), str(HERE), str(REPO / "tools")]
+from conftest import REPO, TESTS
+
+sys.path[:0] = [str(REPO), str(REPO / "tools")]
 import nodes as P  # noqa: E402  nodes/ is not pip-installed: imported from the checkout
 import build_workflows as B  # noqa: E402  tools/build_workflows.py
 import comfy_workflow as CW  # noqa: E402
@@ -43,7 +42,7 @@ def input_dir(tmp_path_factory):
 
 
 def _api(name):
-    return json.loads((HERE / "workflows" / f"{name}.api.json").read_text())
+    return json.loads((TESTS / "workflows" / f"{name}.api.json").read_text())
 
 
 def test_examples_exist_with_thumbnails():
@@ -82,7 +81,7 @@ def test_builder_reproduces_the_committed_workflows(tmp_path):
     for p in EXAMPLES:
         assert (ex / p.name).read_text() == p.read_text(), f"{p.name}: rerun python tools/build_workflows.py"
         twin = f"{B.ID[p.stem]}.api.json"
-        assert (api / twin).read_text() == (HERE / "workflows" / twin).read_text()
+        assert (api / twin).read_text() == (TESTS / "workflows" / twin).read_text()
 
 
 def test_generate_runs_and_is_reproducible(input_dir):

@@ -3,14 +3,14 @@ chunks are sized to time as well as memory, so a progress tick and a Cancel chec
 TARGET_SECONDS however big the batch and however slow the machine; a batch above the maximum is refused with
 a clear error; the sampler sends previews of its current x0 prediction, decoded by the model's own
 autoencoder, rate-limited to about one a second and a small share of the run."""
-import pathlib
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 sys.path.insert(0, str(REPO))  # nodes/ is not pip-installed: import it from the checkout
 
 import lddgan_core as L  # noqa: E402

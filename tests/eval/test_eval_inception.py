@@ -7,7 +7,6 @@ catches a wrong pooling kind, count_include_pad or BatchNorm eps, which a self-c
 """
 import json
 import math
-import pathlib
 
 import pytest
 import torch
@@ -16,8 +15,9 @@ from safetensors.torch import save_file
 
 from lddgan_core.errors import CheckpointError, InputError
 from lddgan_core.eval.inception import FID_WEIGHTS_NAME, FIDInceptionV3, load_inception
+from conftest import TESTS
 
-DATA = pathlib.Path(__file__).resolve().parent / "data"
+DATA = TESTS / "data"
 
 
 def random_state_dict(seed: int = 0) -> dict:

@@ -6,21 +6,20 @@ import io
 import json
 import os
 import socketserver
+import sys
 import threading
 import time
 import zipfile
 
 import pytest
 
-import sys  # noqa: E402,I001
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # nodes/ from the checkout
-
-import lddgan_core as L
 from lddgan_core.hub import download as D, zoo
 from lddgan_core.formats.lddgan_file import read_model_file
 from lddgan_core.hub.shipped import FIXTURE_MODEL
 
 from hardening_util import REPO, result_of, run_limited
+
+sys.path.insert(0, str(REPO))  # nodes/ from the checkout
 
 
 class Server:

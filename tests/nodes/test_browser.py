@@ -1,6 +1,6 @@
 """The pack in ComfyUI's real frontend, driven in headless Chromium as a creator would use it.
 
-ComfyUI (../shared/comfyui or $COMFYUI_DIR, as in tests/test_nodes_comfyui.py) is started with the pack; Debian's
+ComfyUI (../shared/comfyui or $COMFYUI_DIR, as in tests/nodes/test_nodes_comfyui.py) is started with the pack; Debian's
 ``chromium`` and ``chromium-driver`` are driven through Selenium. For every example: open it from the template
 browser (Templates > Extensions > ComfyUI-LDDGAN, a card with its thumbnail), check that no node lies under the
 sidebar or the top bar and that no two nodes overlap, press Run, wait for the run to finish (the app's own
@@ -21,9 +21,9 @@ import time
 
 import pytest
 
-HERE = pathlib.Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path[:0] = [str(HERE), str(REPO / "tools")]
+from conftest import REPO
+
+sys.path[:0] = [str(REPO / "tools")]
 import build_workflows as B  # noqa: E402  tools/build_workflows.py
 from comfy_server import ComfyServer, comfyui_dir, make_input_folder  # noqa: E402
 

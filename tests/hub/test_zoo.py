@@ -15,9 +15,9 @@ import torch
 import lddgan_core as L
 from lddgan_core.hub import zoo
 from lddgan_core.formats.official import parse_official_config
-from test_download import FileServer, refused_url
+from hub_util import FileServer, fixture_manifest, refused_url
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO
 README_NETG = ("https://www.dropbox.com/scl/fi/w6d95umfj6rz18c6427n3/netG_950.pth?rlkey=z821eqci0sl2k7gi63wl2zdwv"
                "&st=pnzrfyz3&dl=0")
 README_AE = ("https://www.dropbox.com/scl/fi/p6p4dk4znbomvpwlwvlii/16x16x4_551.ckpt?rlkey=qfocqn8ko1g215iqgrose0vbz"
@@ -26,21 +26,6 @@ README_AE = ("https://www.dropbox.com/scl/fi/p6p4dk4znbomvpwlwvlii/16x16x4_551.c
 
 def sha(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
-def fixture_manifest(official_tiny, gen_urls, ae_urls, **gen_overrides) -> dict:
-    """A manifest whose generator / autoencoder entries are the official_tiny fixture files."""
-    cfg = json.loads((official_tiny / "config.json").read_text())
-    gen = {"id": "tiny", "name": "official_tiny fixture", "kind": "official_generator", "file_name": "netG_7.pth",
-           "urls": gen_urls, "size": None, "sha256": None, "license": "not stated", "autoencoder": "tiny-ae",
-           "output": "lddgan_tiny.safetensors",
-           "import": {"name": "tiny", "generator": cfg["generator"], "diffusion": cfg["diffusion"],
-                      "scale_factor": cfg["scale_factor"], "image_size": cfg["image_size"]}}
-    gen.update(gen_overrides)
-    ae = {"id": "tiny-ae", "name": "official_tiny autoencoder", "kind": "official_autoencoder",
-          "file_name": "ae_3.ckpt", "urls": ae_urls, "license": "not stated",
-          "import": {"autoencoder": cfg["autoencoder"]}}
-    return {"manifest_version": 1, "entries": [gen, ae]}
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ latents survive the core latent nodes; LDDGAN Fine-Tune stopped by Cancel (POST 
 queued again, resumes to the weights of an uninterrupted run; bad inputs come back as node errors with a clear
 message while the server keeps serving. The server runs with one torch thread unless $OMP_NUM_THREADS is set.
 
-    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python python -m pytest -q tests/test_nodes_comfyui.py
+    COMFYUI_DIR=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python python -m pytest -q tests/nodes/test_nodes_comfyui.py
 """
 import json
 import os
@@ -27,9 +27,9 @@ import torch
 
 import lddgan_core as L
 
-HERE = pathlib.Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path[:0] = [str(HERE), str(REPO / "tools")]
+from conftest import REPO, TESTS
+
+sys.path[:0] = [str(REPO / "tools")]
 import build_workflows as B  # noqa: E402  tools/build_workflows.py
 import comfy_workflow as CW  # noqa: E402
 from comfy_server import ComfyServer, comfyui_dir, error_of, make_input_folder  # noqa: E402
@@ -93,7 +93,7 @@ def _ok(server, prompt):
 
 
 def _api(name):
-    return json.loads((HERE / "workflows" / f"{name}.api.json").read_text())
+    return json.loads((TESTS / "workflows" / f"{name}.api.json").read_text())
 
 
 def N(class_type, **inputs):

@@ -3,13 +3,13 @@ the batch, denoise 0 / 1 semantics, image-to-image against the library, chunking
 saving, and clear errors for bad inputs."""
 import importlib.util
 import os
-import pathlib
 import sys
 
 import pytest
 import torch
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 sys.path.insert(0, str(REPO))  # nodes/ is not pip-installed: import it from the checkout
 
 import lddgan_core as L  # noqa: E402
@@ -18,7 +18,7 @@ from nodes import chunks, convert, runtime, vae  # noqa: E402
 from nodes.lib import default_model_path  # noqa: E402
 
 # the shipped 16 px fixture model (random weights): fast, and its sizes are what these tests assert; the
-# trained default model is tested in tests/test_default_model.py
+# trained default model is tested in tests/hub/test_default_model.py
 SHIPPED = "lddgan_tiny_fixture.safetensors"
 assert os.path.isfile(os.path.join(os.path.dirname(default_model_path()), SHIPPED))
 # Results of different batch sizes differ by float32 rounding only (conv kernels sum in another order);

@@ -8,7 +8,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import lddgan_core as L

@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +16,7 @@ from PIL import Image
 
 import lddgan_core as L
 from lddgan_core.tools.cli import DEFAULT_MODEL, FIXTURE_MODEL, main
-from conftest import fixtures_dir
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO, fixtures_dir
 FIX = fixtures_dir()  # ../shared/fixtures/official_tiny, or the repository's copy in tests/data
 needs_fixture = pytest.mark.skipif(not (FIX / "netG.pth").is_file(), reason=f"no fixture at {FIX}")
 

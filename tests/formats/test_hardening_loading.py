@@ -2,15 +2,13 @@
 unpickler is bounded, and non-finite weights / schedules / outputs are errors, never black images."""
 import copy
 import json
-import math
 import os
 import pickle
-import time
 import zipfile
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import lddgan_core as L
 from lddgan_core.errors import CheckpointError, ConfigError, NonFiniteError

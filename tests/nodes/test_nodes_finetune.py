@@ -3,14 +3,14 @@ saved into the model folder, loss-curve and sample-grid IMAGEs, progress with pr
 interrupt) keeping a state that the next call resumes to the weights of an uninterrupted run, inference
 mode, folders, and clear errors for bad inputs. The shipped 16 px model, a few iterations of batch 2."""
 import os
-import pathlib
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 sys.path.insert(0, str(REPO))  # nodes/ is not pip-installed: import it from the checkout
 
 import lddgan_core as L  # noqa: E402
@@ -20,7 +20,7 @@ from nodes import finetune as F, runtime  # noqa: E402
 from nodes.lib import default_model_path  # noqa: E402
 
 # the shipped 16 px fixture model (random weights): fast, and its sizes are what these tests assert; the
-# trained default model is tested in tests/test_default_model.py
+# trained default model is tested in tests/hub/test_default_model.py
 SHIPPED = "lddgan_tiny_fixture.safetensors"
 assert os.path.isfile(os.path.join(os.path.dirname(default_model_path()), SHIPPED))
 STEPS = 4

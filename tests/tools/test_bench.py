@@ -7,7 +7,7 @@ import torch
 
 from lddgan_core.tools import bench
 from lddgan_core.config import AutoencoderConfig, GeneratorConfig
-from test_models import OFFICIAL_AE, OFFICIAL_G  # the sizes tested against the official state dicts
+from conftest import OFFICIAL_AE, OFFICIAL_G  # the sizes tested against the official state dicts
 
 AE_OF = {"cifar10": "cifar10_kl_f2", "celeba256": "vq_f4", "lsun256": "kl_f8"}
 

@@ -4,7 +4,6 @@ fit='error' refuses every size but the model's own; LATENTs made by LDDGAN nodes
 model's latent space, and another model's latents are refused while untagged ones are accepted."""
 import os
 import re
-import pathlib
 import shutil
 import sys
 
@@ -12,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 sys.path.insert(0, str(REPO))  # nodes/ is not pip-installed: import it from the checkout
 
 import lddgan_core as L  # noqa: E402

@@ -12,7 +12,8 @@ import types
 import pytest
 import torch
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 sys.path.insert(0, str(REPO))
 
 import lddgan_core as L  # noqa: E402
