@@ -34,6 +34,7 @@ from ..hub.shipped import DEFAULT_MODEL, default_model_path, FIXTURE_MODEL, reso
 from .common import resolve_device
 from .eval_cli import add_eval_command
 from .parity import main as parity_main
+from .progress import ProgressBar
 from .train_cli import add_train_commands
 
 
@@ -135,41 +136,6 @@ def cmd_parity(a) -> int:
     return parity_main(a.folders + (["--json"] if a.json else []))
 
 
-class ProgressBar:
-    """A one-line byte counter on stderr (redrawn at most 10x a second on a terminal; one line per file
-    otherwise). Call it as ``progress(done, total)``; total may be None."""
-
-    def __init__(self, stream=None, width: int = 30):
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.width, self.t0, self.last, self.start, self.state = width, None, 0.0, 0, (0, None)
-
-    def __call__(self, done: int, total, finished: bool = False):
-        now = time.monotonic()
-        if self.t0 is None or done < self.start:  # a new file (or a restart from zero)
-            self.t0, self.start, self.last = now, done, 0.0
-        self.state = (done, total)
-        finished = finished or (total is not None and done >= total)
-        if not finished and (not self.tty or now - self.last < 0.1):
-            return
-        self.last = now
-        rate = (done - self.start) / max(now - self.t0, 1e-6) / 1e6
-        if total:
-            n = int(self.width * done / total)
-            line = f"[{'#' * n}{'.' * (self.width - n)}] {done / 1e6:8.1f} / {total / 1e6:.1f} MB {100 * done / total:5.1f}%"
-        else:
-            line = f"{done / 1e6:8.1f} MB"
-        self.stream.write(("\r" if self.tty else "") + f"  {line}  {rate:6.1f} MB/s" + ("\n" if finished or not self.tty else ""))
-        self.stream.flush()
-        if finished:
-            self.t0 = None
-
-    def close(self):
-        """End the line of a file whose size was unknown (the others end themselves)."""
-        if self.t0 is not None:
-            self(*self.state, finished=True)
-
-
 def cmd_list(a) -> int:
     m = zoo.load_manifest(a.manifest)
     dest = a.dest or zoo.default_dest()
@@ -192,7 +158,7 @@ def cmd_list(a) -> int:
 
 def cmd_download(a) -> int:
     dest = a.dest or zoo.default_dest()
-    bar = None if a.quiet else ProgressBar()
+    bar = None if a.quiet else ProgressBar("bytes")
     log = None if a.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     m = zoo.load_manifest(a.manifest)
     try:

@@ -57,7 +57,7 @@ def short_run(device: str, steps: int, batch: int, images: int, json_path: str |
     from ..data.shapes import TRAIN_SEED, make_shapes, to_model_range
     from ..hub.shipped import DEFAULT_MODEL
     from ..model import load_model
-    from ..train.config import TrainConfig, default_discriminator
+    from ..train.config import TrainConfig
     from ..train.latents import build_latents
     from ..train.trainer import GANTrainer
     from . import recipes
@@ -65,10 +65,10 @@ def short_run(device: str, steps: int, batch: int, images: int, json_path: str |
     base = load_model(DEFAULT_MODEL, device=device)
     x, _ = make_shapes(images, TRAIN_SEED, 32)
     lat = build_latents(base.autoencoder, 32, images=to_model_range(x), device=device)
-    r = recipes.SHAPES_DEFAULTS
-    cfg = TrainConfig(steps=steps, batch_size=batch, lr_g=r["lr_g"], lr_d=r["lr_d"], r1_gamma=r["r1_gamma"],
-                      lazy_reg=r["lazy_reg"], ema_decay=r["ema_decay"], fast=True)
-    disc = default_discriminator(base.latent_shape, ngf=r.get("disc_ngf", 64))
+    r = recipes.SHAPES_RECIPE
+    cfg = TrainConfig(steps=steps, batch_size=batch, lr_g=r.gan.lr_g, lr_d=r.gan.lr_d, r1_gamma=r.gan.r1_gamma,
+                      lazy_reg=r.gan.lazy_reg, ema_decay=r.gan.ema_decay, fast=True)
+    disc = r.discriminator(base.latent_shape)
     tr = GANTrainer(base, lat, cfg, disc_config=disc, device=device)
     logs = tr.train_step()
     if device.startswith("cuda"):

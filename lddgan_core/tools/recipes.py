@@ -8,15 +8,18 @@ paper's Weighted Learning -> the model saved in fp16 (fp32 would not fit the 15 
     python -m lddgan_core.recipes shapes --out runs/smoke --quick   # minutes: the same pipeline, tiny budget
 
 Each stage writes a run folder under --out and is resumed when the command runs again. Every number that
-defines the shipped model is a default below; the model's provenance records the arguments.
+defines the shipped model is a default of ShapesRecipe (SHAPES_RECIPE, below); the command line builds one recipe
+from those defaults and its flags, and <out>/recipe.json and the model's provenance record it (to_dict()).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 from ..atomic import atomic_write_text
 from ..data.shapes import make_shapes, to_model_range, TRAIN_SEED
@@ -27,53 +30,176 @@ from ..train.autoencoder import AETrainConfig, load_autoencoder
 from ..train.config import autoencoder_config, default_discriminator, TrainConfig
 from ..train.files import RunPaths
 from ..train.latents import build_latents
-from .train_cli import StopFlag, TrainBar
+from .progress import ProgressBar
+from .train_cli import StopFlag
 
-# the shipped default model: autoencoder and generator architectures
+# The shipped default model: every number that defines it is a default here (SHAPES_RECIPE); the run's record
+# (recipe.json, and the model's provenance) is ShapesRecipe.to_dict().
 SHAPES_AUTOENCODER = dict(kind="kl", embed_dim=4, z_channels=4, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1)
 SHAPES_GENERATOR = dict(nf=64, ch_mult=(1, 2), num_res_blocks=2, attn_resolutions=(), nz=50, z_emb_dim=128, n_mlp=2)
-SHAPES_DEFAULTS = dict(images=20000, ae_steps=3000, ae_batch=32, ae_lr=4e-4, gan_steps=5000, gan_batch=32,
-                       lr_g=2e-4, lr_d=1.25e-4, r1_gamma=0.02, lazy_reg=15, ema_decay=0.999, gamma=6.0,
-                       timesteps=4, schedule="sigmoid", seed=0, scale_factor=6.25)
-SHAPES_QUICK = dict(images=512, ae_steps=60, gan_steps=60, ae_batch=16, gan_batch=16)
+SHAPES_GAN = TrainConfig(steps=5000, batch_size=32, lr_g=2e-4, lr_d=1.25e-4, r1_gamma=0.02, lazy_reg=15,
+                         ema_decay=0.999, rec_schedule="sigmoid", gamma=6.0, seed=0, log_every=50, save_every=250,
+                         sample_every=1000)
 
 
-def train_shapes(out: str, *, images: int, ae_steps: int, ae_batch: int, ae_lr: float, gan_steps: int,
-                 gan_batch: int, lr_g: float, lr_d: float, r1_gamma: float, lazy_reg: int, ema_decay: float,
-                 gamma: float, timesteps: int, schedule: str, seed: int, scale_factor: float | None = None,
-                 autoencoder: dict | None = None, generator: dict | None = None, dtype: str = "fp16", log=None,
-                 progress=None, should_stop=None) -> str:
+def _arch(d: dict | None) -> dict | None:
+    """An architecture dict with lists as tuples (JSON gives lists; the configs hold tuples), so records compare."""
+    return None if d is None else {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def _check_recipe(recipe, where: str, *positive: str) -> None:
+    """The checks both recipes share: positive integers, the latent scale, `gan` a TrainConfig."""
+    for n in positive:
+        v = getattr(recipe, n)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"{where}: {n} must be a positive integer, got {v!r}")
+    sf = recipe.scale_factor
+    if sf is not None and (isinstance(sf, bool) or not isinstance(sf, (int, float)) or not sf > 0):
+        raise InputError(f"{where}: scale_factor must be a positive number or None, got {sf!r}")
+    if not isinstance(recipe.gan, TrainConfig):
+        raise InputError(f"{where}: gan must be a TrainConfig, got {type(recipe.gan).__name__}")
+    object.__setattr__(recipe, "generator", _arch(recipe.generator))
+
+
+def _with_arguments(recipe, flags: dict[str, str], args: dict):
+    """`recipe` with `args` applied: keys are command-line names (the keys of `flags`, e.g. gan_steps, mapped to
+    a field or to "gan.<TrainConfig field>") or the recipe's own field names."""
+    top, gan = {}, {}
+    for k, v in args.items():
+        target = flags.get(k, k)
+        if target.startswith("gan."):
+            gan[target[4:]] = v
+        elif target in {f.name for f in dataclasses.fields(recipe)}:
+            top[target] = v
+        else:
+            raise InputError(f"{type(recipe).__name__}: unknown argument {k!r}; known: "
+                             f"{sorted(set(flags) | {f.name for f in dataclasses.fields(recipe)})}")
+    if gan:
+        top["gan"] = dataclasses.replace(top.get("gan", recipe.gan), **gan)
+    return dataclasses.replace(recipe, **top)
+
+
+def _recipe_dict(recipe) -> dict:
+    """The JSON record of a recipe: its fields, tuples as lists, `gan` as TrainConfig.to_dict()."""
+    d = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe)}
+    d = {k: {a: list(b) if isinstance(b, tuple) else b for a, b in v.items()} if isinstance(v, dict) else v
+         for k, v in d.items()}
+    d["gan"] = recipe.gan.to_dict()
+    return d
+
+
+def _recipe_from_dict(cls, d: dict):
+    """Inverse of _recipe_dict; unknown keys are InputErrors, missing ones take the defaults."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise InputError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(names)}")
+    d = dict(d)
+    if "gan" in d:
+        d["gan"] = TrainConfig.from_dict(d["gan"])
+    return cls(**d)
+
+
+def _add_flags(parser: argparse.ArgumentParser, recipe, flags: dict[str, str]) -> None:
+    """One --flag per entry of `flags`, typed and documented by the recipe's value; each defaults to None (not
+    given), so that only the flags given override the recipe (_with_arguments)."""
+    for name, target in flags.items():
+        v = getattr(recipe.gan, target[4:]) if target.startswith("gan.") else getattr(recipe, target)
+        parser.add_argument("--" + name.replace("_", "-"), type=float if v is None else type(v), default=None,
+                            help=f"default {v}")
+
+
+@dataclass(frozen=True)
+class ShapesRecipe:
+    """The default-model recipe: shapes data -> a KL autoencoder -> an LDDGAN trained with `gan`."""
+
+    images: int = 20000  # training images (procedural shapes, dataset seed TRAIN_SEED)
+    ae_steps: int = 3000  # autoencoder iterations
+    ae_batch: int = 32  # autoencoder batch
+    ae_lr: float = 4e-4  # autoencoder Adam learning rate
+    autoencoder: dict = dataclasses.field(default_factory=lambda: _arch(SHAPES_AUTOENCODER))  # AutoencoderConfig
+    # fields but resolution (32)
+    generator: dict = dataclasses.field(default_factory=lambda: _arch(SHAPES_GENERATOR))  # GeneratorConfig fields
+    # but in_channels / image_size (from the autoencoder) and use_tanh
+    use_tanh: bool = True  # tanh on the generator's output
+    disc: dict | None = None  # the discriminator's DiscriminatorConfig fields; None: default_discriminator(latent
+    # shape, ngf=disc_ngf), DDGAN's small D for these 8x8 latents
+    disc_ngf: int = 64  # width of the default discriminator
+    timesteps: int = 4  # diffusion steps T
+    scale_factor: float | None = 6.25  # latent scale (half the estimate, after the latent-scale ablation in the
+    # README); None: estimated from the latents, which leaves them small next to the diffusion noise
+    dtype: str = "fp16"  # precision of the saved model (fp32 would not fit the 15 MB budget)
+    gan: TrainConfig = SHAPES_GAN  # the LDDGAN stage; gan.seed also seeds the autoencoder and the new generator
+
+    def __post_init__(self):
+        _check_recipe(self, "shapes recipe", "images", "ae_steps", "ae_batch", "timesteps", "disc_ngf")
+        if self.dtype not in ("fp32", "fp16", "bf16"):
+            raise InputError(f"shapes recipe: dtype must be fp32, fp16 or bf16, got {self.dtype!r}")
+        if "use_tanh" in self.generator:
+            raise InputError("shapes recipe: set use_tanh as the recipe's field, not in generator")
+        object.__setattr__(self, "autoencoder", _arch(self.autoencoder))
+        object.__setattr__(self, "disc", _arch(self.disc))
+
+    def generator_fields(self) -> dict:
+        """The generator's GeneratorConfig fields (but in_channels / image_size)."""
+        return {**self.generator, "use_tanh": self.use_tanh}
+
+    def discriminator(self, latent_shape) -> dict:
+        """The discriminator's config dict for latents of `latent_shape` [C, H, W]."""
+        return dict(self.disc) if self.disc is not None else default_discriminator(latent_shape, ngf=self.disc_ngf)
+
+    def with_arguments(self, **args) -> "ShapesRecipe":
+        """This recipe with command-line arguments applied (SHAPES_FLAGS names, e.g. gan_steps=60)."""
+        return _with_arguments(self, SHAPES_FLAGS, args)
+
+    def to_dict(self) -> dict:
+        return _recipe_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ShapesRecipe":
+        return _recipe_from_dict(cls, d)
+
+    @classmethod
+    def from_record(cls, d: dict) -> "ShapesRecipe":
+        """A recorded recipe: to_dict()'s form, or the flat command-line form that recipes wrote before this
+        class (the shipped model's provenance: SHAPES_FLAGS names, scale_factor absent when estimated)."""
+        if "gan" in d:
+            return cls.from_dict(d)
+        return cls(scale_factor=None).with_arguments(**d)
+
+
+SHAPES_RECIPE = ShapesRecipe()
+# command-line names (`python -m lddgan_core.recipes shapes --gan-steps N`) -> recipe field or "gan.<field>"
+SHAPES_FLAGS = dict(images="images", ae_steps="ae_steps", ae_batch="ae_batch", ae_lr="ae_lr", gan_steps="gan.steps",
+                    gan_batch="gan.batch_size", lr_g="gan.lr_g", lr_d="gan.lr_d", r1_gamma="gan.r1_gamma",
+                    lazy_reg="gan.lazy_reg", ema_decay="gan.ema_decay", gamma="gan.gamma", timesteps="timesteps",
+                    schedule="gan.rec_schedule", seed="gan.seed", scale_factor="scale_factor", disc_ngf="disc_ngf")
+SHAPES_QUICK = dict(images=512, ae_steps=60, gan_steps=60, ae_batch=16, gan_batch=16)  # --quick: minutes
+
+
+def train_shapes(out: str, recipe: ShapesRecipe = SHAPES_RECIPE, *, log=None, progress=None,
+                 should_stop=None) -> str:
     """Autoencoder + LDDGAN on shapes data; returns the path of the saved model (<out>/model_<dtype>.safetensors).
-    The autoencoder is skipped when <out>/autoencoder/autoencoder.safetensors exists (finished run).
-    scale_factor: the latent scale (None: estimated from the latents, which leaves them small next to the diffusion
-    noise; the shipped model uses 6.25, half the estimate, after the latent-scale ablation in the README)."""
-
-
+    The autoencoder is skipped when <out>/autoencoder/autoencoder.safetensors exists (finished run). The recipe
+    is written to <out>/recipe.json and into the model's provenance."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     os.makedirs(out, exist_ok=True)
-    args = dict(images=images, ae_steps=ae_steps, ae_batch=ae_batch, ae_lr=ae_lr, gan_steps=gan_steps,
-                gan_batch=gan_batch, lr_g=lr_g, lr_d=lr_d, r1_gamma=r1_gamma, lazy_reg=lazy_reg, ema_decay=ema_decay,
-                gamma=gamma, timesteps=timesteps, schedule=schedule, seed=seed, dtype=dtype,
-                autoencoder=autoencoder or SHAPES_AUTOENCODER, generator=generator or SHAPES_GENERATOR)
-    if scale_factor is not None:  # recorded only when given (None: estimated)
-        if not (isinstance(scale_factor, (int, float)) and scale_factor > 0):
-
-            raise InputError(f"shapes recipe: scale_factor must be a positive number, got {scale_factor!r}")
-        args["scale_factor"] = float(scale_factor)
+    record = recipe.to_dict()
     with open(os.path.join(out, "recipe.json"), "w", encoding="utf-8") as f:
-        json.dump(args, f, indent=1)
+        json.dump(record, f, indent=1)
     t0 = time.perf_counter()
-    # always the training data seed: `seed` drives initialisation and noise only (seeds 1-4 are evaluation and
+    # always the training data seed: gan.seed drives initialisation and noise only (seeds 1-4 are evaluation and
     # classifier data)
-    x, _ = make_shapes(images, TRAIN_SEED, 32)
+    x, _ = make_shapes(recipe.images, TRAIN_SEED, 32)
     x = to_model_range(x)
-    log(f"shapes data: {images} images (seed {TRAIN_SEED}) in {time.perf_counter() - t0:.1f} s")
+    log(f"shapes data: {recipe.images} images (seed {TRAIN_SEED}) in {time.perf_counter() - t0:.1f} s")
 
+    seed = recipe.gan.seed
     ae_paths = RunPaths.in_dir(os.path.join(out, "autoencoder"), "autoencoder")
     if not os.path.isfile(ae_paths.model):
-        cfg = AETrainConfig(steps=ae_steps, batch_size=ae_batch, lr=ae_lr, kl_weight=1e-6, seed=seed, log_every=50,
-                            save_every=500, sample_every=1000)
-        res = train_autoencoder(autoencoder_config(args["autoencoder"], 32), 32, images=x, cfg=cfg, paths=ae_paths,
+        cfg = AETrainConfig(steps=recipe.ae_steps, batch_size=recipe.ae_batch, lr=recipe.ae_lr, kl_weight=1e-6,
+                            seed=seed, log_every=50, save_every=500, sample_every=1000)
+        res = train_autoencoder(autoencoder_config(recipe.autoencoder, 32), 32, images=x, cfg=cfg, paths=ae_paths,
                                 progress=progress, should_stop=should_stop, log=log)
         if res.interrupted:
             raise KeyboardInterrupt("stopped during the autoencoder stage (state saved; run again to resume)")
@@ -83,19 +209,17 @@ def train_shapes(out: str, *, images: int, ae_steps: int, ae_batch: int, ae_lr: 
     gan_paths = RunPaths.in_dir(os.path.join(out, "lddgan"), "gan")
     with training_mode():
         lat = build_latents(ae, size, images=x, seed=seed, cache_dir=gan_paths.cache_dir, log=log)
-    model = new_model((ae, size), args["generator"], lat, num_timesteps=timesteps, name="lddgan-shapes32",
-                      seed=seed, scale_factor=args.get("scale_factor", "auto"))
-    cfg = TrainConfig(steps=gan_steps, batch_size=gan_batch, lr_g=lr_g, lr_d=lr_d, rec_schedule=schedule,
-                      gamma=gamma, r1_gamma=r1_gamma, lazy_reg=lazy_reg, ema_decay=ema_decay, seed=seed,
-                      log_every=50, save_every=250, sample_every=1000)
-    prov = {"source": "recipe shapes", "recipe": json.dumps(args, sort_keys=True), "images": images,
-            "steps": gan_steps}
-    res = train_model(model, lat, cfg, paths=gan_paths, progress=progress, should_stop=should_stop, log=log,
-                      provenance=prov)
+    model = new_model((ae, size), recipe.generator_fields(), lat, num_timesteps=recipe.timesteps,
+                      name="lddgan-shapes32", seed=seed,
+                      scale_factor="auto" if recipe.scale_factor is None else float(recipe.scale_factor))
+    prov = {"source": "recipe shapes", "recipe": json.dumps(record, sort_keys=True), "images": recipe.images,
+            "steps": recipe.gan.steps}
+    res = train_model(model, lat, recipe.gan, paths=gan_paths, disc_config=recipe.discriminator(model.latent_shape),
+                      progress=progress, should_stop=should_stop, log=log, provenance=prov)
     if res.interrupted:
         raise KeyboardInterrupt("stopped during the LDDGAN stage (state saved; run again to resume)")
-    path = os.path.join(out, f"model_{dtype}.safetensors")
-    res.model.save(path, dtype=dtype)
+    path = os.path.join(out, f"model_{recipe.dtype}.safetensors")
+    res.model.save(path, dtype=recipe.dtype)
     log(f"model: {path} ({os.path.getsize(path) / 1e6:.2f} MB); total {time.perf_counter() - t0:.0f} s")
     return path
 
@@ -109,40 +233,63 @@ ABLATION_VARIANTS = {
 }
 ABLATION_GENERATOR = dict(nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), nz=50, z_emb_dim=128,
                           n_mlp=2)
-ABLATION_DEFAULTS = dict(steps=1500, batch=16, lr_g=2e-4, lr_d=1.25e-4, r1_gamma=0.02, lazy_reg=15, ema_decay=0.999,
-                         disc_ngf=32, n_eval=2000, images=20000)
+# EMA warm-up: with a plain 0.999 decay, 0.999^1500 = 22% of the EMA would still be the random init
+ABLATION_GAN = TrainConfig(steps=1500, batch_size=16, lr_g=2e-4, lr_d=1.25e-4, r1_gamma=0.02, lazy_reg=15,
+                           ema_decay=0.999, ema_warmup=True, seed=0, log_every=50, save_every=250, sample_every=0)
 
 
-def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, steps: int, batch: int, lr_g: float,
-                 lr_d: float, r1_gamma: float, lazy_reg: int, ema_decay: float, disc_ngf: int, n_eval: int,
-                 images: int, scale_factor: float | None = None, log=None, progress_factory=None,
-                 should_stop=None) -> dict:
-    """Train every (variant, seed) pair on the shapes data with the same budget and evaluate each model
+@dataclass(frozen=True)
+class AblationRecipe:
+    """The ablation's runs: the default model's autoencoder and data, this G and D, one budget for every variant."""
+
+    images: int = 20000  # training images (procedural shapes, dataset seed TRAIN_SEED)
+    n_eval: int = 2000  # samples per evaluated model (against as many held-out images)
+    generator: dict = dataclasses.field(default_factory=lambda: _arch(ABLATION_GENERATOR))  # GeneratorConfig fields
+    disc_ngf: int = 32  # width of the default discriminator
+    timesteps: int = 4  # diffusion steps T
+    scale_factor: float | None = None  # latent scale of every model; None: estimated, as the shipped model's was
+    gan: TrainConfig = ABLATION_GAN  # each variant replaces the reconstruction-weight fields, each run the seed
+
+    def __post_init__(self):
+        _check_recipe(self, "ablation", "images", "n_eval", "disc_ngf", "timesteps")
+
+    def with_arguments(self, **args) -> "AblationRecipe":
+        """This recipe with command-line arguments applied (ABLATION_FLAGS names, e.g. steps=300)."""
+        return _with_arguments(self, ABLATION_FLAGS, args)
+
+    def to_dict(self) -> dict:
+        return _recipe_dict(self)
+
+
+ABLATION_RECIPE = AblationRecipe()
+ABLATION_FLAGS = dict(steps="gan.steps", batch="gan.batch_size", lr_g="gan.lr_g", lr_d="gan.lr_d",
+                      r1_gamma="gan.r1_gamma", lazy_reg="gan.lazy_reg", ema_decay="gan.ema_decay", disc_ngf="disc_ngf",
+                      n_eval="n_eval", images="images", scale_factor="scale_factor")
+
+
+def run_ablation(out: str, autoencoder: str, recipe: AblationRecipe = ABLATION_RECIPE, *, seeds=(0, 1, 2),
+                 variants=None, log=None, progress_factory=None, should_stop=None) -> dict:
+    """Train every (variant, seed) pair on the shapes data with the recipe's budget and evaluate each model
     (lddgan_core.eval, shapes features, n_eval samples vs held-out data). Each run lives in <out>/<variant>_s<seed>
     and is resumed / skipped when finished (its eval.json exists). Returns {"runs": [...], "summary": {...}}
-    and writes <out>/ablation.json and <out>/ablation.md (mean +- std over seeds). scale_factor: the latent
-    scale of every model (None: estimated from the latents, as the shipped model's)."""
-
-
-
+    and writes <out>/ablation.json and <out>/ablation.md (mean +- std over seeds)."""
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     variants = list(variants or ABLATION_VARIANTS)
     unknown = [v for v in variants if v not in ABLATION_VARIANTS]
     if unknown:
         raise InputError(f"ablation variants {unknown} are unknown; choose from {list(ABLATION_VARIANTS)}")
-    if scale_factor is not None and not (isinstance(scale_factor, (int, float)) and scale_factor > 0):
-        raise InputError(f"ablation scale_factor must be a positive number or None, got {scale_factor!r}")
+    steps, batch, n_eval, scale_factor = recipe.gan.steps, recipe.gan.batch_size, recipe.n_eval, recipe.scale_factor
     if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
         raise InputError(f"ablation seeds must be integers >= 0, got {list(seeds)}")
     if len(seeds) < 3:
         log(f"note: {len(seeds)} seed(s); the mean +- std needs at least 3 to mean much")
     os.makedirs(out, exist_ok=True)
     ae, size = load_autoencoder(autoencoder)
-    x, _ = make_shapes(images, TRAIN_SEED, 32)
+    x, _ = make_shapes(recipe.images, TRAIN_SEED, 32)
     with training_mode():
         lat = build_latents(ae, size, images=to_model_range(x), seed=0, cache_dir=os.path.join(out, "cache"), log=log)
     disc = default_discriminator((ae.cfg.embed_dim, size // ae.cfg.downsample_factor,
-                                  size // ae.cfg.downsample_factor), ngf=disc_ngf)
+                                  size // ae.cfg.downsample_factor), ngf=recipe.disc_ngf)
     runs = []
     for v in variants:
         for seed in seeds:
@@ -157,12 +304,10 @@ def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, 
                                      f"ablation asks for {(steps, batch, n_eval, scale_factor)}; use another --out")
                 runs.append(row)
                 continue
-            model = new_model((ae, size), ABLATION_GENERATOR, lat, num_timesteps=4, name=f"ablation-{v}", seed=seed,
+            model = new_model((ae, size), recipe.generator, lat, num_timesteps=recipe.timesteps,
+                              name=f"ablation-{v}", seed=seed,
                               scale_factor="auto" if scale_factor is None else float(scale_factor))
-            # EMA warm-up: with a plain 0.999 decay, 0.999^1500 = 22% of the EMA would still be the random init
-            cfg = TrainConfig(steps=steps, batch_size=batch, lr_g=lr_g, lr_d=lr_d, r1_gamma=r1_gamma,
-                              lazy_reg=lazy_reg, ema_decay=ema_decay, ema_warmup=True, seed=seed, log_every=50,
-                              save_every=250, sample_every=0, **ABLATION_VARIANTS[v])
+            cfg = dataclasses.replace(recipe.gan, seed=seed, **ABLATION_VARIANTS[v])
             t0 = time.perf_counter()
             log(f"ablation {v} seed {seed}: {steps} iterations, batch {batch}")
             res = train_model(model, lat, cfg, paths=RunPaths.in_dir(d), disc_config=dict(disc),
@@ -182,8 +327,9 @@ def run_ablation(out: str, autoencoder: str, *, seeds=(0, 1, 2), variants=None, 
                                                       if k in row["metrics"]))
     summary = _summarize(runs)
     result = {"runs": runs, "summary": summary, "settings": dict(seeds=list(seeds), steps=steps, batch=batch,
-                                                                 generator=ABLATION_GENERATOR, disc=disc,
-                                                                 n_eval=n_eval, images=images, scale_factor=scale_factor)}
+                                                                 generator=recipe.to_dict()["generator"], disc=disc,
+                                                                 n_eval=n_eval, images=recipe.images,
+                                                                 scale_factor=scale_factor, recipe=recipe.to_dict())}
     atomic_write_text(os.path.join(out, "ablation.json"), json.dumps(result, indent=1))
     atomic_write_text(os.path.join(out, "ablation.md"), ablation_table(summary, len(seeds)))
     return result
@@ -242,14 +388,15 @@ def run_probe(out: str, overrides: dict, log=None) -> list[dict]:
     ov = dict(overrides)
     os.makedirs(out, exist_ok=True)
     base = load_model(DEFAULT_MODEL)
-    x, _ = make_shapes(int(ov.pop("images", SHAPES_DEFAULTS["images"])), TRAIN_SEED, 32)
+    x, _ = make_shapes(int(ov.pop("images", SHAPES_RECIPE.images)), TRAIN_SEED, 32)
     with training_mode():
         lat = build_latents(base.autoencoder, 32, images=to_model_range(x), seed=0,
                             cache_dir=os.path.join(out, "cache"), log=log)
-    gen = {**SHAPES_GENERATOR, **ov.pop("gen", {})}
-    model = new_model(base, gen, lat, num_timesteps=int(ov.pop("T", SHAPES_DEFAULTS["timesteps"])), seed=0,
-                      scale_factor=ov.pop("scale", SHAPES_DEFAULTS["scale_factor"]))
-    disc = {**default_discriminator(model.latent_shape, ngf=int(ov.pop("ngf", 64))), **ov.pop("disc", {})}
+    gen = {**SHAPES_RECIPE.generator_fields(), **ov.pop("gen", {})}
+    model = new_model(base, gen, lat, num_timesteps=int(ov.pop("T", SHAPES_RECIPE.timesteps)), seed=0,
+                      scale_factor=ov.pop("scale", SHAPES_RECIPE.scale_factor or "auto"))
+    disc = {**default_discriminator(model.latent_shape, ngf=int(ov.pop("ngf", SHAPES_RECIPE.disc_ngf))),
+            **ov.pop("disc", {})}
     eval_every, n_eval = int(ov.pop("eval_every", 500)), int(ov.pop("n_eval", 1000))
     cfg = TrainConfig(**{**PROBE_TRAIN, **ov})
     tr = GANTrainer(model, lat, cfg, disc_config=disc)
@@ -310,6 +457,11 @@ def run_finetune_mode(out: str, mode: int, *, n_images: int = 50, data_seed: int
     return row
 
 
+def _given(a: argparse.Namespace, flags) -> dict:
+    """The flags given on the command line (not None), by their command-line names."""
+    return {k: getattr(a, k) for k in flags if getattr(a, k) is not None}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lddgan_core.recipes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -317,19 +469,15 @@ def main(argv=None) -> int:
     s = sub.add_parser("shapes", help="the shipped default model (shapes data, 32 px)")
     s.add_argument("--out", required=True)
     s.add_argument("--quick", action="store_true", help="a tiny budget (smoke test of the pipeline)")
-    for k, v in SHAPES_DEFAULTS.items():
-        s.add_argument("--" + k.replace("_", "-"), type=type(v), default=None, help=f"default {v}")
-    s.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp16")
+    _add_flags(s, SHAPES_RECIPE, SHAPES_FLAGS)
+    s.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None, help=f"default {SHAPES_RECIPE.dtype}")
     s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     b = sub.add_parser("ablation", help="the Weighted Learning ablation (3 variants x seeds, evaluated)")
     b.add_argument("--out", required=True)
     b.add_argument("--autoencoder", required=True, help="e.g. <shapes run>/autoencoder/autoencoder.safetensors")
     b.add_argument("--seeds", default="0,1,2")
     b.add_argument("--variants", default=",".join(ABLATION_VARIANTS))
-    for k, v in ABLATION_DEFAULTS.items():
-        b.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
-    b.add_argument("--scale-factor", type=float, default=None,
-                   help="latent scale of every model (default: estimated from the latents, as the shipped model's)")
+    _add_flags(b, ABLATION_RECIPE, ABLATION_FLAGS)  # --scale-factor: default estimated, as the shipped model's
     b.add_argument("--threads", type=int, default=None)
     q = sub.add_parser("probe", help="a short GAN-stage run with recipe overrides, evaluated every N iterations")
     q.add_argument("--out", required=True)
@@ -368,23 +516,20 @@ def main(argv=None) -> int:
     if a.recipe == "ablation":
         with StopFlag() as stop:
             try:
-                res = run_ablation(a.out, a.autoencoder, seeds=[int(s) for s in a.seeds.split(",")],
-                                   variants=a.variants.split(","), progress_factory=lambda: TrainBar(250),
-                                   should_stop=stop, scale_factor=a.scale_factor,
-                                   **{k: getattr(a, k) for k in ABLATION_DEFAULTS})
+                recipe = ABLATION_RECIPE.with_arguments(**_given(a, ABLATION_FLAGS))
+                res = run_ablation(a.out, a.autoencoder, recipe, seeds=[int(s) for s in a.seeds.split(",")],
+                                   variants=a.variants.split(","), progress_factory=lambda: ProgressBar("steps", every=250),
+                                   should_stop=stop)
             except KeyboardInterrupt as e:
                 print(str(e), file=sys.stderr)
                 return 130
         print(ablation_table(res["summary"], len(a.seeds.split(","))))
         return 0
-    kw = dict(SHAPES_DEFAULTS)
-    if a.quick:
-        kw.update(SHAPES_QUICK)
-    kw.update({k: getattr(a, k) for k in SHAPES_DEFAULTS if getattr(a, k) is not None})
-
+    recipe = SHAPES_RECIPE.with_arguments(**SHAPES_QUICK) if a.quick else SHAPES_RECIPE
+    recipe = recipe.with_arguments(**_given(a, {**SHAPES_FLAGS, "dtype": "dtype"}))
     with StopFlag() as stop:
         try:
-            path = train_shapes(a.out, dtype=a.dtype, progress=TrainBar(50), should_stop=stop, **kw)
+            path = train_shapes(a.out, recipe, progress=ProgressBar("steps", every=50), should_stop=stop)
         except KeyboardInterrupt as e:
             print(str(e), file=sys.stderr)
             return 130

@@ -50,15 +50,15 @@ def arch_setup(arch: str, batch: int, device="cpu"):
 
     torch.manual_seed(0)
     if arch == "recipe":
-        r = recipes.SHAPES_DEFAULTS
-        ae = AutoencoderConfig(resolution=32, **{k: v for k, v in recipes.SHAPES_AUTOENCODER.items()})
+        r = recipes.SHAPES_RECIPE
+        ae = AutoencoderConfig(resolution=32, **r.autoencoder)
         latent = 32 // ae.downsample_factor
-        gen = GeneratorConfig(in_channels=ae.embed_dim, image_size=latent, **recipes.SHAPES_GENERATOR)
-        cfg = ModelConfig(generator=gen, autoencoder=ae, diffusion=DiffusionConfig(num_timesteps=r["timesteps"]),
-                          scale_factor=r.get("scale_factor") or 1.0, image_size=32, name="bench-recipe")
-        disc = default_discriminator(cfg.latent_shape, ngf=r.get("disc_ngf", 64))
-        train = dict(lr_g=r["lr_g"], lr_d=r["lr_d"], r1_gamma=r["r1_gamma"], lazy_reg=r["lazy_reg"],
-                     ema_decay=r["ema_decay"])
+        gen = GeneratorConfig(in_channels=ae.embed_dim, image_size=latent, **r.generator_fields())
+        cfg = ModelConfig(generator=gen, autoencoder=ae, diffusion=DiffusionConfig(num_timesteps=r.timesteps),
+                          scale_factor=r.scale_factor or 1.0, image_size=32, name="bench-recipe")
+        disc = r.discriminator(cfg.latent_shape)
+        train = dict(lr_g=r.gan.lr_g, lr_d=r.gan.lr_d, r1_gamma=r.gan.r1_gamma, lazy_reg=r.gan.lazy_reg,
+                     ema_decay=r.gan.ema_decay)
     elif arch == "cifar10":
         from .bench import official_config
 

@@ -26,40 +26,7 @@ from ..train.data import Augment
 from ..train.files import RunPaths
 from ..train.latents import build_latents
 from .common import resolve_device
-
-
-class TrainBar:
-    """One line on stderr: [#####.....] step/total pct, losses, it/s, ETA (a new line every log_every
-    iterations when stderr is not a terminal)."""
-
-    KEYS = (("d_loss", "d"), ("g_adv", "g"), ("rec", "rec"), ("w", "w"), ("loss", "loss"), ("kl", "kl"),
-            ("codebook", "vq"), ("d_weight", "dw"))
-
-    def __init__(self, log_every: int, stream=None, width: int = 24):
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.width, self.log_every, self.t0, self.s0, self.last = width, log_every, None, 0, 0.0
-
-    def __call__(self, step: int, total: int, logs: dict, preview=None):
-        now = time.monotonic()
-        if self.t0 is None:
-            self.t0, self.s0 = now, step - 1
-        done = step == total
-        if self.tty and not done and now - self.last < 0.2:
-            return
-        if not self.tty and not done and step % self.log_every:
-            return
-        self.last = now
-        rate = (step - self.s0) / max(now - self.t0, 1e-9)
-        eta = (total - step) / rate if rate > 0 else 0.0
-        n = int(self.width * step / total)
-        vals = " ".join(f"{short} {logs[k]:.4g}" for k, short in self.KEYS if k in logs)
-        line = (f"[{'#' * n}{'.' * (self.width - n)}] {step}/{total} {100 * step / total:3.0f}%  {vals}  "
-                f"{rate:.2f} it/s  ETA {int(eta // 60)}:{int(eta % 60):02d}")
-        self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
-        if done and self.tty:
-            self.stream.write("\n")
-        self.stream.flush()
+from .progress import ProgressBar
 
 
 class StopFlag:
@@ -172,7 +139,7 @@ def _run_gan(a, model_fn, kind: str) -> int:
                            "data": os.path.abspath(a.data), "images": len(lat)}, f, indent=1)
         log(f"{kind}: {len(lat)} training latents {list(lat.mean.shape[1:])}, scale_factor {model.scale_factor:g}, "
             f"{sum(p.numel() for p in model.generator.parameters()) / 1e6:.2f}M generator params, device {device}")
-        bar = None if (a.quiet or not world.is_main) else TrainBar(a.log_every)
+        bar = None if (a.quiet or not world.is_main) else ProgressBar("steps", every=a.log_every)
         prov = {"source": kind, "data": os.path.abspath(a.data), "images": len(lat), "steps": cfg.steps,
                 "base": dict(model.config.provenance)}
         with StopFlag() as stop:
@@ -238,7 +205,7 @@ def cmd_train_autoencoder(a) -> int:
         raise SystemExit("error: --perceptual-weight > 0 needs --perceptual-weights FILE (a local VGG-16 state "
                          "dict in torchvision's layout; nothing is downloaded)")
     paths = _paths(a, "autoencoder")
-    bar = None if (a.quiet or not world.is_main) else TrainBar(a.log_every)
+    bar = None if (a.quiet or not world.is_main) else ProgressBar("steps", every=a.log_every)
     with StopFlag() as stop:
         res = train_autoencoder(spec, a.image_size, folder=a.data, cfg=cfg, paths=paths, resume=not a.restart,
                                 perceptual_weights=a.perceptual_weights, device=device, world=world, progress=bar,

@@ -1,5 +1,6 @@
 """The shipped default model: what the recipe says it is, small enough, and it really draws the shapes data
 (checked with the evaluation classifier against an untrained model of the same architecture)."""
+import dataclasses
 import json
 import os
 
@@ -9,7 +10,7 @@ import torch
 import lddgan_core as L
 from lddgan_core.tools.cli import DEFAULT_MODEL
 from lddgan_core.eval import evaluate_model
-from lddgan_core.tools.recipes import SHAPES_AUTOENCODER, SHAPES_DEFAULTS, SHAPES_GENERATOR
+from lddgan_core.tools.recipes import SHAPES_AUTOENCODER, SHAPES_GENERATOR, SHAPES_RECIPE, ShapesRecipe
 
 N = 256  # samples per check (seeds 0..255)
 # measured for the shipped file at N=256 (2026-11-22, latent scale 6.25): modes 11, unrecognised 0.23, FID 32.4,
@@ -27,14 +28,14 @@ def test_file_and_config_match_the_recipe(default):
     assert os.path.getsize(DEFAULT_MODEL) <= 15_000_000
     assert L.load(DEFAULT_MODEL, dtype=None).dtype == torch.float16  # stored in fp16 (fp32 would not fit 15 MB)
     cfg = default.config
-    assert cfg.image_size == 32 and cfg.name == "lddgan-shapes32" and default.num_timesteps == SHAPES_DEFAULTS["timesteps"]
+    assert cfg.image_size == 32 and cfg.name == "lddgan-shapes32" and default.num_timesteps == SHAPES_RECIPE.timesteps
     for k, v in SHAPES_GENERATOR.items():
         assert getattr(cfg.generator, k) == (tuple(v) if isinstance(v, (list, tuple)) else v), k
     for k, v in SHAPES_AUTOENCODER.items():
         assert getattr(cfg.autoencoder, k) == (tuple(v) if isinstance(v, (list, tuple)) else v), k
-    recipe = json.loads(cfg.provenance["recipe"])
-    for k, v in SHAPES_DEFAULTS.items():  # the file was made by `python -m lddgan_core.recipes shapes` as it is now
-        assert recipe[k] == v, k
+    recipe = ShapesRecipe.from_record(json.loads(cfg.provenance["recipe"]))
+    for f in dataclasses.fields(ShapesRecipe):  # the file was made by `python -m lddgan_core.recipes shapes` as it is now
+        assert getattr(recipe, f.name) == getattr(SHAPES_RECIPE, f.name), f.name
 
 
 def test_it_draws_the_shapes_data(default, one_thread):

@@ -133,8 +133,7 @@ def test_pack_imports_as_comfyui_custom_node():
 # -- model zoo: lddgan list / lddgan download ----------------------------------------------------------------
 @needs_fixture
 def test_list_and_download(tmp_path, capsys, monkeypatch):
-    from test_download import FileServer
-    from test_zoo import fixture_manifest
+    from hub_util import FileServer, fixture_manifest
 
     with FileServer() as srv:
         g = srv.add("/g/netG.pth", (FIX / "netG.pth").read_bytes())
@@ -177,7 +176,7 @@ def test_list_shipped_manifest(tmp_path, capsys):
 
 
 def test_download_errors_exit_2(tmp_path, capsys):
-    from test_download import refused_url
+    from hub_util import refused_url
 
     assert main(["download", "nope", "--dest", str(tmp_path)]) == 2
     assert "unknown model id 'nope'" in capsys.readouterr().err
@@ -193,10 +192,10 @@ def test_download_errors_exit_2(tmp_path, capsys):
 
 
 def test_progress_bar_without_terminal():
-    from lddgan_core.tools.cli import ProgressBar
+    from lddgan_core.tools.progress import ProgressBar
 
     s = io.StringIO()
-    bar = ProgressBar(stream=s)
+    bar = ProgressBar("bytes", stream=s)
     for done in range(0, 2_000_001, 500_000):
         bar(done, 2_000_000)
     assert s.getvalue().count("\n") == 1  # not a terminal: one line per finished file

@@ -1,5 +1,6 @@
 """The recipe that produces the shipped default model runs end to end (tiny budget), resumes, and the ablation
 summary computes mean +- std over seeds."""
+import dataclasses
 import json
 import os
 import shutil
@@ -9,25 +10,27 @@ import torch
 
 import lddgan_core as L
 from lddgan_core.errors import InputError
-from lddgan_core.tools.recipes import SHAPES_AUTOENCODER, ablation_table, _summarize, run_ablation, train_shapes
+from lddgan_core.tools.recipes import (ABLATION_RECIPE, SHAPES_AUTOENCODER, SHAPES_RECIPE, ShapesRecipe,
+                                       ablation_table, _summarize, run_ablation, train_shapes)
 
-TINY = dict(images=48, ae_steps=3, ae_batch=8, ae_lr=4e-4, gan_steps=3, gan_batch=8, lr_g=2e-4, lr_d=1e-4,
-            r1_gamma=0.02, lazy_reg=2, ema_decay=0.9, gamma=6.0, timesteps=2, schedule="sigmoid", seed=0,
-            autoencoder=dict(SHAPES_AUTOENCODER, ch=32),
-            generator=dict(nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), nz=8, z_emb_dim=32,
-                           n_mlp=1))
+TINY = SHAPES_RECIPE.with_arguments(
+    images=48, ae_steps=3, ae_batch=8, ae_lr=4e-4, gan_steps=3, gan_batch=8, lr_g=2e-4, lr_d=1e-4, r1_gamma=0.02,
+    lazy_reg=2, ema_decay=0.9, gamma=6.0, timesteps=2, schedule="sigmoid", seed=0, scale_factor=None,
+    autoencoder=dict(SHAPES_AUTOENCODER, ch=32),
+    generator=dict(nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), nz=8, z_emb_dim=32, n_mlp=1))
 
 
 def test_train_shapes_end_to_end_and_resume(tmp_path, one_thread):
     out = str(tmp_path / "run")
     logs = []
-    path = train_shapes(out, log=logs.append, **TINY)
+    path = train_shapes(out, TINY, log=logs.append)
     assert path == os.path.join(out, "model_fp16.safetensors") and os.path.isfile(path)
     m = L.load(path)
     assert m.config.image_size == 32 and m.config.name == "lddgan-shapes32" and m.num_timesteps == 2
     assert m.config.autoencoder.downsample_factor == 4 and tuple(m.latent_shape) == (4, 8, 8)
     recipe = json.loads(m.config.provenance["recipe"])
-    assert recipe["gan_steps"] == 3 and recipe["images"] == 48 and "scale_factor" not in recipe  # estimated
+    assert recipe["gan"]["steps"] == 3 and recipe["images"] == 48 and recipe["scale_factor"] is None  # estimated
+    assert ShapesRecipe.from_record(recipe) == TINY
     img = m.decode(m.sample(seeds=[0, 1]))
     assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
     with open(os.path.join(out, "recipe.json")) as f:
@@ -35,44 +38,47 @@ def test_train_shapes_end_to_end_and_resume(tmp_path, one_thread):
     # run again: the autoencoder is not retrained, the finished GAN run is resumed at its end
     mtime = os.path.getmtime(os.path.join(out, "autoencoder", "autoencoder.safetensors"))
     logs2 = []
-    path2 = train_shapes(out, log=logs2.append, **TINY)
+    path2 = train_shapes(out, TINY, log=logs2.append)
     assert os.path.getmtime(os.path.join(out, "autoencoder", "autoencoder.safetensors")) == mtime
     assert any("resuming" in line for line in logs2)
     m2 = L.load(path2)
     # a fixed latent scale (a new run folder sharing the finished autoencoder)
     out3 = str(tmp_path / "run3")
     shutil.copytree(os.path.join(out, "autoencoder"), os.path.join(out3, "autoencoder"))
-    m3 = L.load(train_shapes(out3, log=lambda msg: None, scale_factor=3.0, **TINY))
+    m3 = L.load(train_shapes(out3, dataclasses.replace(TINY, scale_factor=3.0), log=lambda msg: None))
     assert m3.config.scale_factor == 3.0 and json.loads(m3.config.provenance["recipe"])["scale_factor"] == 3.0
     with pytest.raises(InputError, match="scale_factor"):
-        train_shapes(out3, log=lambda msg: None, scale_factor=0.0, **TINY)
+        train_shapes(out3, dataclasses.replace(TINY, scale_factor=0.0), log=lambda msg: None)
     for k, v in m.generator.state_dict().items():
         assert torch.equal(v, m2.generator.state_dict()[k]), k
 
     # the ablation on that autoencoder: one variant, one seed, evaluated; a finished run is reused
     ae = os.path.join(out, "autoencoder", "autoencoder.safetensors")
     abl = str(tmp_path / "abl")
-    kw = dict(steps=2, batch=8, lr_g=2e-4, lr_d=1e-4, r1_gamma=0.02, lazy_reg=2, ema_decay=0.999, disc_ngf=32,
-              n_eval=12, images=48, log=lambda m: None)
-    res = run_ablation(abl, ae, seeds=[0], variants=["adv+WL"], **kw)
+    kw = dict(log=lambda m: None)
+    tiny = ABLATION_RECIPE.with_arguments(steps=2, batch=8, lr_g=2e-4, lr_d=1e-4, r1_gamma=0.02, lazy_reg=2,
+                                          ema_decay=0.999, disc_ngf=32, n_eval=12, images=48)
+    res = run_ablation(abl, ae, tiny, seeds=[0], variants=["adv+WL"], **kw)
     (row,) = res["runs"]
     assert row["variant"] == "adv+WL" and row["steps"] == 2 and row["n_eval"] == 12
     assert 0 <= row["metrics"]["precision"] <= 1 and row["metrics"]["fid"] > row["ceiling"]["fid"]
     assert set(res["summary"]) == {"adv+WL", "real vs real (ceiling)"}
     assert os.path.isfile(os.path.join(abl, "ablation.md")) and os.path.isfile(os.path.join(abl, "adv+WL_s0",
                                                                                           "eval.json"))
-    again = run_ablation(abl, ae, seeds=[0], variants=["adv+WL"], **kw)
+    again = run_ablation(abl, ae, tiny, seeds=[0], variants=["adv+WL"], **kw)
     assert again["runs"][0]["metrics"] == row["metrics"]
     with pytest.raises(InputError, match="finished run"):
-        run_ablation(abl, ae, seeds=[0], variants=["adv+WL"], **dict(kw, steps=3))
+        run_ablation(abl, ae, tiny.with_arguments(steps=3), seeds=[0], variants=["adv+WL"], **kw)
     with pytest.raises(InputError, match="unknown"):
-        run_ablation(abl, ae, seeds=[0], variants=["adv+typo"], **kw)
+        run_ablation(abl, ae, tiny, seeds=[0], variants=["adv+typo"], **kw)
     with pytest.raises(InputError, match="finished run"):  # a different latent scale is a different experiment
-        run_ablation(abl, ae, seeds=[0], variants=["adv+WL"], scale_factor=3.0, **kw)
+        run_ablation(abl, ae, dataclasses.replace(tiny, scale_factor=3.0), seeds=[0], variants=["adv+WL"], **kw)
     with pytest.raises(InputError, match="scale_factor"):
-        run_ablation(str(tmp_path / "abl2"), ae, seeds=[0], variants=["adv+WL"], scale_factor=-1.0, **kw)
+        run_ablation(str(tmp_path / "abl2"), ae, dataclasses.replace(tiny, scale_factor=-1.0), seeds=[0],
+                     variants=["adv+WL"], **kw)
     assert row["scale_factor_arg"] is None and row["scale_factor"] > 0  # estimated
-    fixed = run_ablation(str(tmp_path / "abl3"), ae, seeds=[0], variants=["adv"], scale_factor=3.0, **kw)
+    fixed = run_ablation(str(tmp_path / "abl3"), ae, dataclasses.replace(tiny, scale_factor=3.0), seeds=[0],
+                         variants=["adv"], **kw)
     assert fixed["runs"][0]["scale_factor"] == 3.0 and fixed["settings"]["scale_factor"] == 3.0
 
 

@@ -13,7 +13,8 @@ from PIL import Image
 import lddgan_core as L
 from lddgan_core.tools.cli import main
 from lddgan_core.train import load_state
-from lddgan_core.tools.train_cli import StopFlag, TrainBar
+from lddgan_core.tools.progress import ProgressBar
+from lddgan_core.tools.train_cli import StopFlag
 
 TINY_D = json.dumps({"kind": "small", "ngf": 8, "t_emb_dim": 16})
 
@@ -109,7 +110,7 @@ def test_train_autoencoder_then_train(tmp_path, image_dir, capsys):
 
 def test_progress_bar_and_stop_flag():
     out = io.StringIO()
-    bar = TrainBar(log_every=2, stream=out)
+    bar = ProgressBar("steps", every=2, stream=out)
     for s in range(1, 5):
         bar(s, 4, {"d_loss": 1.25, "g_adv": 0.7, "rec": 0.1, "w": 0.5})
     lines = out.getvalue().splitlines()
