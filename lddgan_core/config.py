@@ -80,15 +80,20 @@ class GeneratorConfig:
         if not self.ch_mult:
             raise ConfigError("generator.ch_mult must not be empty")
         limits.check_generator(self)  # types, impossible values and size limits, before any module is built
-        if self.image_size % (2 ** (len(self.ch_mult) - 1)):
+        if self.image_size % self.size_multiple:
             raise ConfigError(f"generator.image_size {self.image_size} is not divisible by 2^(len(ch_mult)-1)"
-                              f" = {2 ** (len(self.ch_mult) - 1)}")
+                              f" = {self.size_multiple}")
         if self.nf % 4 or any((self.nf * m) % 4 for m in self.ch_mult):
             raise ConfigError("generator widths nf*ch_mult must be multiples of 4 (GroupNorm uses C//4 groups)")
 
     @property
     def resolutions(self) -> list[int]:
         return [self.image_size // 2 ** i for i in range(len(self.ch_mult))]
+
+    @property
+    def size_multiple(self) -> int:
+        """x_t's height and width must be multiples of this: 2^(levels-1), one halving per level."""
+        return 2 ** (len(self.ch_mult) - 1)
 
     @classmethod
     def from_dict(cls, d):

@@ -14,6 +14,15 @@ class ConfigError(LDDGANError):
     """A configuration is incomplete, inconsistent, or names unknown fields."""
 
 
+class FieldError(ConfigError):
+    """One field of a config holds a value it cannot take. ``field`` names it and ``reason`` says why (the
+    message is "<config>.<field>: <reason>"), so that an edge can name the input the value came from."""
+
+    def __init__(self, config: str, field: str, reason: str):
+        super().__init__(f"{config}.{field}: {reason}")
+        self.field, self.reason = field, reason
+
+
 class InputError(LDDGANError):
     """A tensor argument has the wrong shape, dtype or range."""
 

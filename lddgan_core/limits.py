@@ -1,4 +1,5 @@
-"""Sanity limits for architecture sizes, and checks for non-finite weights, schedules and outputs.
+"""Sanity limits for architecture sizes, checks for non-finite weights, schedules and outputs, and the checks of a
+caller's inputs (latent shapes, integer and choice arguments) that every layer and the nodes share.
 
 A model file or official config is untrusted input: its numbers decide how much memory building the model
 takes. Every size is checked against the limits below when a config is made (``lddgan_core.config``); the
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from .errors import ConfigError, NonFiniteError
+from .errors import ConfigError, InputError, NonFiniteError
 
 # Far above every published LDDGAN / DDGAN / LDM model, far below what would exhaust a machine.
 LIMITS = {
@@ -97,6 +98,31 @@ def check_diffusion(c) -> None:
 def check_scale_factor(v) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 1e-6 <= v <= 1e6:
         raise ConfigError(f"scale_factor must be a finite positive number (1e-6 .. 1e6), got {v!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A caller's inputs: each problem is an InputError that starts with the input's name
+def check_latent(x, latent_shape, name: str, *, exact: bool = False, multiple: int = 1, plain: bool = False,
+                 hint: str = "") -> None:
+    """``x`` must be latents [B, C, h, w] with B >= 1 for a model whose own latent shape is ``latent_shape``
+    (C, h, w): exactly that size when ``exact``, else any size whose height and width are multiples of
+    ``multiple`` (the generator's 2^(levels-1); 1 where only the autoencoder sees them). h and w may be None
+    where the model's own size is not known (the autoencoder alone). plain: worded for people wiring nodes
+    rather than calling the API (latents "from this LDDGAN model's autoencoder", shapes as lists); ``hint`` is
+    appended to that message."""
+    import torch
+
+    C, h, w = latent_shape
+    if not (torch.is_tensor(x) and x.ndim == 4 and x.shape[1] == C and x.shape[0] >= 1
+            and (not exact or tuple(x.shape[2:]) == (h, w))):
+        dims = f"[B, {C}, {h}, {w}]" if exact else f"[B, {C}, h, w]"
+        got = (list(x.shape) if plain else tuple(x.shape)) if torch.is_tensor(x) else type(x).__name__
+        what = (f"latents {dims} from this LDDGAN model's autoencoder" if plain
+                else f"a tensor {dims} in the autoencoder's latent space")
+        raise InputError(f"{name}: expected {what}, got {got}{hint}")
+    if x.shape[2] % multiple or x.shape[3] % multiple:
+        raise InputError(f"{name}: latent size {x.shape[3]}x{x.shape[2]} does not fit the generator: width and height "
+                         f"must be multiples of {multiple} (the model's own latent is {w}x{h})")
 
 
 # ----------------------------------------------------------------------------------------------------------

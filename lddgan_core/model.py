@@ -16,7 +16,7 @@ from .fast.context import channels_last_for, clone_inference_tensors, runtime
 from .fast.decode import DecodePlan, decode_tiled, plan_decode, warn_decoder_fallback
 from .fast.options import MIN_TILE, FastOptions
 from .formats.lddgan_file import key_mismatch, parse_dtype, read_checked_model_file, save_model
-from .limits import check_finite_output, check_finite_schedule
+from .limits import check_finite_output, check_finite_schedule, check_latent
 from .nets.autoencoder import Autoencoder
 from .nets.generator import Generator
 
@@ -131,7 +131,7 @@ class LDDGAN(nn.Module):
         approximation of the whole-image decode, used only when needed.
         """
         latents = latents.to(self.device) if torch.is_tensor(latents) else latents  # else: checked below
-        self.autoencoder.check_latents(latents)
+        check_latent(latents, self.latent_shape, "latents")
         if plan is None:
             plan = self._decode_plan(tuple(latents.shape), chunk_size, tile_size)
         elif chunk_size is not None or tile_size is not None:
@@ -194,7 +194,7 @@ class LDDGAN(nn.Module):
         if latent_size is not None:
             h, w = int(latent_size[0]), int(latent_size[1])
         if init_latent is not None:
-            self.autoencoder.check_latents(init_latent, "init_latent")
+            check_latent(init_latent, self.latent_shape, "init_latent", multiple=self.config.generator.size_multiple)
             h, w = init_latent.shape[2:]
         B = self._batch_size(batch_size, seeds, x_T, init_latent)
         k = self._start_step(init_latent, denoise, start_step)

@@ -13,7 +13,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from .lib import L, seeds_for_batch
+from .lib import L, check_latent, seeds_for_batch
 
 FIT_MODES = ["error", "center crop", "crop and resize to model size"]
 
@@ -21,11 +21,7 @@ FIT_MODES = ["error", "center crop", "crop and resize to model size"]
 def image_multiple(model) -> int:
     """Pixel sizes must be multiples of this for the latent to fit the model: the autoencoder's factor f
     times the generator's 2^(levels-1)."""
-    return model.config.autoencoder.downsample_factor * latent_multiple(model)
-
-
-def latent_multiple(model) -> int:
-    return 2 ** (len(model.config.generator.ch_mult) - 1)
+    return model.config.autoencoder.downsample_factor * model.config.generator.size_multiple
 
 
 def check_image_shape(image, name: str = "image") -> None:
@@ -161,27 +157,12 @@ def latent_samples(latent, model, name: str = "latent", for_sampling: bool = Fal
             f"this model gives noise. Connect the same LDDGAN Model Loader that made them (latents from core "
             f"nodes or Load Latent carry no tag and are accepted)")
     s = latent["samples"]
-    C = model.config.autoencoder.embed_dim
-    if s.ndim != 4 or s.shape[1] != C or s.shape[0] < 1:
-        raise L.InputError(
-            f"{name}: expected latents [B, {C}, h, w] from this LDDGAN model's autoencoder, got "
-            f"{list(s.shape)} (a latent made for another model or VAE? Use LDDGAN Encode / LDDGAN Sampler)")
-    if for_sampling:
-        g = latent_multiple(model)
-        if s.shape[2] % g or s.shape[3] % g:
-            raise L.InputError(f"{name}: latent size {s.shape[3]}x{s.shape[2]} does not fit the generator: width "
-                               f"and height must be multiples of {g} (the model's own latent is "
-                               f"{model.latent_shape[2]}x{model.latent_shape[1]})")
+    check_latent(s, model.latent_shape, name, multiple=model.config.generator.size_multiple if for_sampling else 1,
+                 plain=True, hint=" (a latent made for another model or VAE? Use LDDGAN Encode / LDDGAN Sampler)")
     return s
 
 
 def seeds_for(seed: int, batch: int, batch_index=None) -> list[int]:
     """Per-sample seeds: seed + batch_index[b] (seed + b without one), as ComfyUI core numbers samples,
-    folded into torch's range by the library (``seeds_for_batch``)."""
-    if batch_index is None:
-        idx = list(range(batch))
-    else:
-        idx = [int(i) for i in batch_index]
-        if len(idx) != batch:
-            raise L.InputError(f"latent: batch_index has {len(idx)} entries for a batch of {batch}")
-    return seeds_for_batch(seed, batch, idx)
+    folded into torch's range by the library (``seeds_for_batch``, which checks batch_index's length)."""
+    return seeds_for_batch(seed, batch, batch_index, "latent: batch_index")

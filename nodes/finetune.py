@@ -11,7 +11,7 @@ import torch
 
 from . import runtime
 from .convert import image_to_model
-from .lib import L, check_paths_fit
+from .lib import L, MAX_SEED, check_paths_fit
 from .model_nodes import MODEL_TYPE, checked_filename
 
 log = logging.getLogger("lddgan")
@@ -19,8 +19,7 @@ log = logging.getLogger("lddgan")
 # How IMAGE batches of another size are fitted. Unlike LDDGAN Encode, training needs the model's exact size,
 # so only the square-crop-and-resize of Encode's modes applies; never stretched.
 FIT_MODES = ["crop and resize to model size", "error"]
-REC_SCHEDULES = ["sigmoid", "constant", "linear", "cosine", "off"]
-MAX_SEED = 0xFFFFFFFFFFFFFFFF  # ComfyUI's seed range; the library folds every derived seed into 64 bits
+REC_SCHEDULES = ["sigmoid", "constant", "linear", "cosine", "off"]  # the widget's choices, in this order
 PREVIEWS = 20  # progress-bar previews per run
 
 
@@ -67,12 +66,6 @@ def image_folder(folder) -> str | None:
                                f"inside it (e.g. 'my_images' for input/my_images), or list another folder under "
                                f"'{runtime.TRAINING_FOLDER}:' in extra_model_paths.yaml")
     return f
-
-
-def _count(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise L.InputError(f"{name}: expected an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 class LDDGANFineTune:
@@ -174,12 +167,6 @@ class LDDGANFineTune:
                  save_name, save_every, images=None, folder="", fit="crop and resize to model size"):
         if not isinstance(model, L.LDDGAN):
             raise L.InputError(f"model: expected an LDDGAN_MODEL, got {type(model).__name__}")
-        steps, batch_size = _count("steps", steps, 1), _count("batch_size", batch_size, 1)
-        save_every, augment = _count("save_every", save_every, 0), _count("augment", augment, 0)
-        if _count("seed", seed, 0) > MAX_SEED:
-            raise L.InputError(f"seed: expected at most {MAX_SEED}, got {seed}")
-        if schedule not in REC_SCHEDULES:
-            raise L.InputError(f"schedule: expected one of {REC_SCHEDULES}, got {schedule!r}")
         if fit not in FIT_MODES:
             raise L.InputError(f"fit: expected one of {FIT_MODES}, got {fit!r}")
         path, folder = self.save_path(save_name), image_folder(folder)
@@ -187,10 +174,15 @@ class LDDGANFineTune:
         if x is None and folder is None:
             raise L.InputError("images / folder: no training images; connect an IMAGE batch (e.g. Load Image) to "
                                "images, or give a folder of images, or both")
+        # the library checks every training value, naming the widget (steps, batch_size, schedule, seed, ...)
+        cfg = _train().finetune_config(steps=steps, batch_size=batch_size, lr_g=float(lr_g), lr_d=float(lr_d),
+                                       schedule=schedule, gamma=float(gamma), r1_gamma=float(r1_gamma),
+                                       ema_decay=float(ema_decay), seed=seed, save_every=save_every)
+        augment = _train().Augment.coerce(augment)
 
         from PIL import Image
 
-        bar = runtime.progress_bar(steps)
+        bar = runtime.progress_bar(cfg.steps)
         make_grid = import_module(L.__name__ + ".data.images").make_grid
 
         def progress(step, total, logs, preview):  # after every iteration; preview: [n, 3, S, S] in [-1, 1]
@@ -200,19 +192,16 @@ class LDDGANFineTune:
 
         device = runtime.compute_device()
         state = _train().RunPaths.beside(path).state
-        cfg = _train().finetune_config(steps=steps, batch_size=batch_size, lr_g=float(lr_g), lr_d=float(lr_d),
-                                       rec_schedule=schedule, gamma=float(gamma), r1_gamma=float(r1_gamma),
-                                       ema_decay=float(ema_decay), seed=int(seed), save_every=save_every)
         lock = import_module(L.__name__ + ".runlock").run_lock(self.lock_path(path), f"save_name {save_name!r}")
         with lock:  # held for the run's life: a second run of the same save_name is refused
-            return self._run(model, x, folder, cfg, augment, steps, save_name, path, state, device, progress)
+            return self._run(model, x, folder, cfg, augment, save_name, path, state, device, progress)
 
-    def _run(self, model, x, folder, cfg, augment, steps, save_name, path, state, device, progress):
+    def _run(self, model, x, folder, cfg, augment, save_name, path, state, device, progress):
         runtime.make_room_for_training(device)
         try:
             res = _train().finetune(model, images=x, folder=folder, config=cfg, augment=augment, save_path=path,
                                     resume=True, progress=progress, should_stop=None,
-                                    preview_every=max(1, steps // PREVIEWS), device=device, log=log.info)
+                                    preview_every=max(1, cfg.steps // PREVIEWS), device=device, log=log.info)
         except L.CheckpointError as e:
             if not os.path.isfile(state):
                 raise

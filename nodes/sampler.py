@@ -4,7 +4,7 @@ from __future__ import annotations
 from . import chunks, runtime
 from .preview import Previews
 from .convert import latent_samples, seeds_for, tag_latent
-from .lib import L, start_step_for
+from .lib import L, MAX_SEED, start_step_for
 from .model_nodes import MODEL_TYPE
 
 MAX_BATCH = 4096  # images per run; the work itself is chunked to memory and time, this bounds the output size
@@ -27,7 +27,7 @@ class LDDGANSampler:
         return {
             "required": {
                 "model": (MODEL_TYPE, {"tooltip": "The LDDGAN model from LDDGAN Model Loader."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Random seed. Sample i of the batch uses seed + i (seed + the latent's "
                                             "batch_index[i] when the latent carries one)."}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": MAX_BATCH,

@@ -16,6 +16,10 @@ from ..errors import InputError
 from .schedule import DiffusionCoefficients, posterior_sample, PosteriorCoefficients, q_sample
 
 
+MAX_SEED = 2 ** 64 - 1  # the largest seed a caller gives (ComfyUI's seed widgets go this far); derived seeds
+# (seed + b, seed * k + step) go past it and are folded by torch_seed
+
+
 def torch_seed(seed) -> int:
     """`seed` as torch.manual_seed takes it: itself inside torch's range [-2^63, 2^64), else folded mod 2^64, so
     any integer seed (ComfyUI's go up to 2^64 - 1; seed + b and derived seeds go past it) gives a generator."""
@@ -23,11 +27,14 @@ def torch_seed(seed) -> int:
     return s if -(2 ** 63) <= s < 2 ** 64 else s % 2 ** 64
 
 
-def seeds_for_batch(seed, batch: int, indices: Sequence[int] | None = None) -> list[int]:
-    """Per-sample seeds seed + i for i in ``indices`` (default 0..batch-1), each folded into torch's range
-    (``torch_seed``): the one place a batch's seeds are made, for the library and the ComfyUI sampler alike."""
-    idx = range(batch) if indices is None else indices
-    return [torch_seed(int(seed) + int(i)) for i in idx]
+def seeds_for_batch(seed, batch: int, indices: Sequence[int] | None = None, name: str = "indices") -> list[int]:
+    """Per-sample seeds seed + i for i in ``indices`` (default 0..batch-1; one per sample, else an InputError
+    naming ``name``), each folded into torch's range (``torch_seed``): the one place a batch's seeds are made, for
+    the library and the ComfyUI sampler alike."""
+    idx = range(batch) if indices is None else [int(i) for i in indices]
+    if len(idx) != batch:
+        raise InputError(f"{name} has {len(idx)} entries for a batch of {batch}")
+    return [torch_seed(int(seed) + i) for i in idx]
 
 
 class NoiseSource:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..config import AutoencoderConfig
 from ..errors import InputError
+from ..limits import check_latent
 from .ops import NetImpl, attention_ldm, residual, upsample_conv2x, upsample_conv_weight
 
 
@@ -260,12 +261,6 @@ class Autoencoder(nn.Module):
             raise InputError(f"{name}: values must lie in [-1, 1], got min {x.min().item():.3g}, "
                              f"max {x.max().item():.3g} (images in 0..1 or 0..255 must be mapped to [-1, 1])")
 
-    def check_latents(self, z, name="latents"):
-        C = self.cfg.embed_dim
-        if not torch.is_tensor(z) or z.ndim != 4 or z.shape[1] != C:
-            raise InputError(f"{name}: expected a tensor [B, {C}, h, w] in the autoencoder's latent space, got "
-                             f"{tuple(z.shape) if torch.is_tensor(z) else type(z).__name__}")
-
     def moments(self, x):  # [B, 3, H, W] -> raw quant_conv output (KL: [mean, logvar] on dim 1)
         self.check_images(x)
         return self.quant_conv(self.encoder(x.to(self.dtype)))
@@ -283,7 +278,7 @@ class Autoencoder(nn.Module):
         return self.moments(x)
 
     def decode(self, z):  # [B, embed_dim, h, w] -> [B, 3, h*f, w*f]
-        self.check_latents(z)
+        check_latent(z, (self.cfg.embed_dim, None, None), "latents")
         z = z.to(self.dtype)
         if self.cfg.kind == "vq":
             # nearest-code search in the stored precision even under autocast: half-precision distances

@@ -214,7 +214,7 @@ class Generator(nn.Module):
         if not torch.is_tensor(x_t) or x_t.ndim != 4 or x_t.shape[1] != cfg.in_channels:
             raise InputError(f"generator x_t: expected [B, {cfg.in_channels}, H, W], got "
                              f"{tuple(x_t.shape) if torch.is_tensor(x_t) else type(x_t).__name__}")
-        m = 2 ** (len(cfg.ch_mult) - 1)
+        m = cfg.size_multiple
         if x_t.shape[2] % m or x_t.shape[3] % m:
             raise InputError(f"generator x_t: height and width must be multiples of {m}, got {tuple(x_t.shape[2:])}")
         B = x_t.shape[0]

@@ -518,7 +518,8 @@ def main(argv=None) -> int:
             try:
                 recipe = ABLATION_RECIPE.with_arguments(**_given(a, ABLATION_FLAGS))
                 res = run_ablation(a.out, a.autoencoder, recipe, seeds=[int(s) for s in a.seeds.split(",")],
-                                   variants=a.variants.split(","), progress_factory=lambda: ProgressBar("steps", every=250),
+                                   variants=a.variants.split(","),
+                                   progress_factory=lambda: ProgressBar("steps", every=250),
                                    should_stop=stop)
             except KeyboardInterrupt as e:
                 print(str(e), file=sys.stderr)

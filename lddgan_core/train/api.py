@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from ..config import AutoencoderConfig, DiffusionConfig, ModelConfig
-from ..errors import InputError
+from ..errors import FieldError, InputError
 from ..model import LDDGAN
 from . import dist as tdist
 from .autoencoder import AETrainConfig, AutoencoderTrainer
@@ -94,10 +94,18 @@ FINETUNE_DEFAULTS = dict(steps=500, lr_g=5e-5, ema_warmup=True, log_every=1, d_a
 
 def finetune_config(**fields) -> TrainConfig:
     """The TrainConfig of a fine-tune: TrainConfig's defaults, then FINETUNE_DEFAULTS, then `fields` (TrainConfig
-    field names; ``schedule`` is accepted for rec_schedule)."""
+    field names; ``schedule`` is accepted for rec_schedule). The fields are a caller's inputs (the Fine-Tune
+    node's widgets, finetune's keywords): a value TrainConfig cannot take is an InputError naming the input as it
+    was given, e.g. "steps: expected an integer >= 1, got 0"."""
+    shown = {}
     if "schedule" in fields:
-        fields["rec_schedule"] = fields.pop("schedule")
-    return TrainConfig.from_dict({**FINETUNE_DEFAULTS, **fields})
+        fields["rec_schedule"], shown["rec_schedule"] = fields.pop("schedule"), "schedule"
+    try:
+        return TrainConfig.from_dict({**FINETUNE_DEFAULTS, **fields})
+    except FieldError as e:
+        if e.field not in fields:
+            raise
+        raise InputError(f"{shown.get(e.field, e.field)}: {e.reason}") from None
 
 
 def finetune(model: LDDGAN, images: torch.Tensor | None = None, folder: str | None = None,

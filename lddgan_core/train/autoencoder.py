@@ -28,7 +28,7 @@ from ..formats.lddgan_file import read_model_file
 from ..formats.safe_load import read_safetensors
 from ..nets.autoencoder import Autoencoder
 from . import dist as tdist
-from .config import _DictMixin, _nonneg, _pos_int
+from .config import _count, _DictMixin, _nonneg, _pos_int
 from .files import AE_LOG_COLUMNS
 from .schedules import lr_at, progress_of
 from .trainer import _opt_to_cpu, check_state, mix_seed, STATE_FORMAT, STATE_VERSION
@@ -68,8 +68,8 @@ class AETrainConfig(_DictMixin):
         _pos_int(self, "steps", "batch_size", "log_every", "num_samples", "disc_layers", "disc_ndf")
         if self.micro_batch is not None:
             _pos_int(self, "micro_batch")
-        _nonneg(self, "lr", "kl_weight", "codebook_beta", "codebook_weight", "perceptual_weight", "disc_weight",
-                "disc_start", "sample_every", "save_every")
+        _nonneg(self, "lr", "kl_weight", "codebook_beta", "codebook_weight", "perceptual_weight", "disc_weight")
+        _count(self, "disc_start", "sample_every", "save_every")
         if self.lr_d is not None:
             _nonneg(self, "lr_d")
         if self.pixel_loss not in ("l1", "l2"):

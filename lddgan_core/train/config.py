@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import AutoencoderConfig, GeneratorConfig, _from_dict, _to_dict
-from ..errors import ConfigError
+from ..diffusion.sampler import MAX_SEED
+from ..errors import ConfigError, FieldError
 from .diffaug import parse_policy
 from .schedules import LR_SCHEDULES, REC_SCHEDULES
 
@@ -21,14 +22,37 @@ def _pos_int(obj, *names):
     for n in names:
         v = getattr(obj, n)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ConfigError(f"{type(obj).__name__}.{n} must be a positive integer, got {v!r}")
+            raise FieldError(type(obj).__name__, n, f"expected an integer >= 1, got {v!r}")
+
+
+def _count(obj, *names):
+    """Iteration counts where 0 means "never" (save_every, ...)."""
+    for n in names:
+        v = getattr(obj, n)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise FieldError(type(obj).__name__, n, f"expected an integer >= 0, got {v!r}")
 
 
 def _nonneg(obj, *names):
     for n in names:
         v = getattr(obj, n)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-            raise ConfigError(f"{type(obj).__name__}.{n} must be a number >= 0, got {v!r}")
+            raise FieldError(type(obj).__name__, n, f"expected a number >= 0, got {v!r}")
+
+
+def _unit(obj, *names, closed: bool = False):
+    """Fractions in [0, 1) ([0, 1] when closed)."""
+    for n in names:
+        v = getattr(obj, n)
+        number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not number or not (0.0 <= v <= 1.0 if closed else 0.0 <= v < 1.0):
+            raise FieldError(type(obj).__name__, n, f"expected a number in [0, {'1]' if closed else '1)'}, got {v!r}")
+
+
+def _choice(obj, name: str, choices):
+    v = getattr(obj, name)
+    if v not in choices:
+        raise FieldError(type(obj).__name__, name, f"expected one of {list(choices)}, got {v!r}")
 
 
 class _DictMixin:
@@ -84,37 +108,31 @@ class TrainConfig(_DictMixin):
     num_samples: int = 16  # images in a sample grid
 
     def __post_init__(self):
+        # every problem is a FieldError naming the field: finetune_config turns it into an InputError naming the
+        # input the value came from (the Fine-Tune node's widgets)
         _pos_int(self, "steps", "batch_size", "lazy_reg", "log_every", "num_samples", "ada_interval")
         if self.schedule_steps is not None:
             _pos_int(self, "schedule_steps")
         parse_policy(self.d_augment)
-        if not isinstance(self.augment_p, (int, float)) or not 0.0 <= self.augment_p <= 1.0:
-            raise ConfigError(f"TrainConfig.augment_p must be in [0, 1], got {self.augment_p!r}")
-        if not isinstance(self.ada_target, (int, float)) or not 0.0 <= self.ada_target < 1.0:
-            raise ConfigError(f"TrainConfig.ada_target must be in [0, 1), got {self.ada_target!r}")
+        _unit(self, "augment_p", closed=True)
+        _unit(self, "ada_target")
         if not isinstance(self.ada_kimg, (int, float)) or not self.ada_kimg > 0:
-            raise ConfigError(f"TrainConfig.ada_kimg must be > 0, got {self.ada_kimg!r}")
+            raise FieldError("TrainConfig", "ada_kimg", f"expected a number > 0, got {self.ada_kimg!r}")
         if self.micro_batch is not None:
             _pos_int(self, "micro_batch")
-        _nonneg(self, "lr_g", "lr_d", "min_lr", "gamma", "rec_value", "r1_gamma", "sample_every", "save_every")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        for n in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, n) < 1.0:
-                raise ConfigError(f"TrainConfig.{n} must be in [0, 1), got {getattr(self, n)!r}")
-        if self.rec_schedule not in REC_SCHEDULES:
-            raise ConfigError(f"TrainConfig.rec_schedule must be one of {list(REC_SCHEDULES)}, "
-                              f"got {self.rec_schedule!r}")
+        _nonneg(self, "lr_g", "lr_d", "min_lr", "gamma", "rec_value", "r1_gamma")
+        _count(self, "sample_every", "save_every")
+        _unit(self, "ema_decay", "beta1", "beta2")
+        _choice(self, "rec_schedule", REC_SCHEDULES)
         if self.rec_schedule == "sigmoid" and self.gamma <= 0:
-            raise ConfigError("TrainConfig.gamma must be > 0 for the sigmoid schedule")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"TrainConfig.lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.latent_mode not in ("sample", "mean"):
-            raise ConfigError(f"TrainConfig.latent_mode must be 'sample' or 'mean', got {self.latent_mode!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"TrainConfig.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
+            raise FieldError("TrainConfig", "gamma", f"expected a number > 0 for the sigmoid schedule, got "
+                                                     f"{self.gamma!r}")
+        _choice(self, "lr_schedule", LR_SCHEDULES)
+        _choice(self, "latent_mode", ("sample", "mean"))
+        _choice(self, "precision", PRECISIONS)
+        _count(self, "seed")
+        if self.seed > MAX_SEED:
+            raise FieldError("TrainConfig", "seed", f"expected at most {MAX_SEED}, got {self.seed}")
 
     # fields that may change when a run is resumed (they do not change the optimisation)
     RESUMABLE_CHANGES = ("steps", "log_every", "sample_every", "save_every", "num_samples", "precision", "fast")

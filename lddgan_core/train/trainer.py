@@ -28,6 +28,7 @@ from ..diffusion.sampler import NoiseSource, sample_loop
 from ..diffusion.schedule import posterior_sample, q_sample_pairs
 from ..errors import CheckpointError, ConfigError
 from ..formats.safe_load import read_safetensors
+from ..limits import check_latent
 from ..model import LDDGAN
 from ..nets.discriminator import build_discriminator, DiscriminatorConfig, stddev_group_size
 from ..nets.ops import NetImpl
@@ -108,10 +109,8 @@ class GANTrainer:
         self.cfg, self.world = cfg, world or tdist.World()
         self.device = torch.device(device)
         self.data = data
-        C, h, w = model.latent_shape
-        if tuple(data.mean.shape[1:]) != (C, h, w):
-            raise ConfigError(f"training latents have shape {tuple(data.mean.shape[1:])} but the model's latent shape "
-                              f"is {(C, h, w)}")
+        C = model.latent_shape[0]
+        check_latent(data.mean, model.latent_shape, "training latents", exact=True)
         self.local_batch, self.micro = tdist.split_batch(cfg.batch_size, cfg.micro_batch, self.world)
         self.model = clone_model(model, self.device, cfg.seed)
         self.model.autoencoder.requires_grad_(False).eval()
