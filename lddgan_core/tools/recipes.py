@@ -171,8 +171,8 @@ class ShapesRecipe:
 SHAPES_RECIPE = ShapesRecipe()
 # command-line names (`python -m lddgan_core.recipes shapes --gan-steps N`) -> recipe field or "gan.<field>"
 SHAPES_FLAGS = dict(images="images", ae_steps="ae_steps", ae_batch="ae_batch", ae_lr="ae_lr", gan_steps="gan.steps",
-                    gan_batch="gan.batch_size", lr_g="gan.lr_g", lr_d="gan.lr_d", r1_gamma="gan.r1_gamma",
-                    lazy_reg="gan.lazy_reg", ema_decay="gan.ema_decay", gamma="gan.gamma", timesteps="timesteps",
+                    gan_batch="gan.batch_size", lr_g="gan.lr_g", lr_d="gan.lr_d", d_steps="gan.d_steps",
+                    r1_gamma="gan.r1_gamma", lazy_reg="gan.lazy_reg", ema_decay="gan.ema_decay", gamma="gan.gamma", timesteps="timesteps",
                     schedule="gan.rec_schedule", seed="gan.seed", scale_factor="scale_factor", disc_ngf="disc_ngf")
 SHAPES_QUICK = dict(images=512, ae_steps=60, gan_steps=60, ae_batch=16, gan_batch=16)  # --quick: minutes
 
@@ -382,6 +382,7 @@ def run_probe(out: str, overrides: dict, log=None) -> list[dict]:
     hour; the model of the last evaluation is <out>/model.safetensors (fp16)."""
     from ..hub.shipped import DEFAULT_MODEL
     from ..model import load_model
+    from ..eval.diagnose import chain_check_start
     from ..train.trainer import GANTrainer
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
@@ -412,10 +413,13 @@ def run_probe(out: str, overrides: dict, log=None) -> list[dict]:
                 continue
             m = tr.export_model()
             g = evaluate_model(m, n=n_eval, seed=0)["generated"]
+            one = chain_check_start(m, 1, n=n_eval)
             row = {"step": tr.step, "train_s": round(train_s), "w": round(logs["w"], 4),
                    **{k: round(sum(v[-200:]) / len(v[-200:]), 4) for k, v in acc.items()},
                    **{k: g[k] for k in ("fid", "precision", "recall", "density", "coverage",
-                                        "modes_covered_at_threshold", "kl_gen_data", "unrecognised") if k in g}}
+                                        "modes_covered_at_threshold", "kl_gen_data", "unrecognised") if k in g},
+                   "one_step": {k: one[k] for k in ("fid", "precision", "recall")},
+                   "d_per_t": tr.d_margins()}
             rows.append(row)
             f.write(json.dumps(row) + "\n")
             f.flush()
@@ -492,12 +496,26 @@ def main(argv=None) -> int:
     fm.add_argument("--n-eval", type=int, default=1000)
     fm.add_argument("--threads", type=int, default=None)
     fm.add_argument("finetune_args", nargs=argparse.REMAINDER, help="after --: extra `lddgan finetune` arguments")
+    dg = sub.add_parser("diagnose", help="where a shapes model loses quality: the sampler started from real x_k "
+                                         "(k = T..0), and the decoder on perturbed latents (JSON lines)")
+    dg.add_argument("--model", default=None, help="model file (default: the shipped default model)")
+    dg.add_argument("--n", type=int, default=1000, help="images per evaluation")
+    dg.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     import torch
 
     if a.threads:
         torch.set_num_threads(a.threads)
 
+    if a.recipe == "diagnose":
+        from ..eval.diagnose import chain_check, latent_sensitivity
+        from ..hub.shipped import DEFAULT_MODEL
+        from ..model import load_model
+
+        model = load_model(a.model or DEFAULT_MODEL)
+        for row in chain_check(model, a.n) + latent_sensitivity(model, a.n):
+            print(json.dumps(row), flush=True)
+        return 0
     if a.recipe == "finetune-mode":
         extra = [x for x in a.finetune_args if x != "--"]
         run_finetune_mode(a.out, a.mode, n_images=a.images, n_eval=a.n_eval, finetune_args=extra)

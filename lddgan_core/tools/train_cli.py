@@ -109,7 +109,7 @@ def _train_config(a):
 
     return TrainConfig(steps=a.steps, batch_size=a.batch, micro_batch=a.micro_batch, lr_g=a.lr_g, lr_d=a.lr_d,
                        lr_schedule=a.lr_schedule, rec_schedule=a.schedule, gamma=a.gamma, rec_value=a.rec_value,
-                       r1_gamma=a.r1_gamma, lazy_reg=a.lazy_reg, ema_decay=a.ema_decay, ema_warmup=a.ema_warmup,
+                       d_steps=a.d_steps, r1_gamma=a.r1_gamma, lazy_reg=a.lazy_reg, ema_decay=a.ema_decay, ema_warmup=a.ema_warmup,
                        latent_mode=a.latent, precision=a.precision, seed=a.seed, log_every=a.log_every,
                        sample_every=a.sample_every, save_every=a.save_every, num_samples=a.num_samples,
                        fast=a.fast, d_augment=a.d_augment, augment_p=a.augment_p, ada_target=a.ada_target,
@@ -241,6 +241,7 @@ def _gan_args(p: argparse.ArgumentParser, lr_g: float, ema: float, warmup: bool,
                    help="weight of the L1 reconstruction term over training (sigmoid: the paper's)")
     p.add_argument("--gamma", type=float, default=6.0, help="steepness of the sigmoid schedule")
     p.add_argument("--rec-value", type=float, default=1.0, help="scale of the constant / linear / cosine schedules")
+    p.add_argument("--d-steps", type=int, default=1, help="D updates per iteration (official 1)")
     p.add_argument("--r1-gamma", type=float, default=1.0, help="R1 weight (official 0.02 / 2 / 1)")
     p.add_argument("--lazy-reg", type=int, default=10, help="R1 every N iterations")
     p.add_argument("--ema-decay", type=float, default=ema)

@@ -87,6 +87,8 @@ class TrainConfig(_DictMixin):
     rec_schedule: str = "sigmoid"  # weight of the L1 term: sigmoid (paper), constant, off, linear, cosine
     gamma: float = 6.0  # steepness of the sigmoid schedule
     rec_value: float = 1.0  # scale of the constant / linear / cosine schedules
+    d_steps: int = 1  # D updates per iteration (official: 1). Extra D steps draw their own pairs, t and z; lazy R1
+    # runs on the first. More D steps per G step keep a small-latent D ahead of G (README "Recipe probes")
     r1_gamma: float = 1.0  # R1 weight (official: 0.02 CIFAR-10, 2 CelebA-HQ, 1 LSUN)
     lazy_reg: int = 10  # R1 every lazy_reg D steps (step % lazy_reg == 0)
     ema_decay: float = 0.999  # EMA of G's weights; 0 disables (the EMA is then G itself)
@@ -110,7 +112,7 @@ class TrainConfig(_DictMixin):
     def __post_init__(self):
         # every problem is a FieldError naming the field: finetune_config turns it into an InputError naming the
         # input the value came from (the Fine-Tune node's widgets)
-        _pos_int(self, "steps", "batch_size", "lazy_reg", "log_every", "num_samples", "ada_interval")
+        _pos_int(self, "steps", "batch_size", "d_steps", "lazy_reg", "log_every", "num_samples", "ada_interval")
         if self.schedule_steps is not None:
             _pos_int(self, "schedule_steps")
         parse_policy(self.d_augment)

@@ -45,6 +45,7 @@ STATE_VERSION = 1
 _MASK = (1 << 63) - 1
 _SALT_DATA, _SALT_STEP, _SALT_DROPOUT, _SALT_INIT = 0x5EED_DA7A, 0x5EED_57E9, 0x5EED_D209, 0x5EED_1417
 _SALT_AUG = 0x5EED_A06E
+_SALT_DEXTRA = 0x5EED_DE87  # TrainConfig.d_steps > 1: the extra D steps' draws
 # TrainConfig.fast: FIR resampling as strided / transposed convs and SDPA attention in G and D; the fused
 # no-grad block bodies never run in training (they need eval mode without grad)
 TRAIN_FAST_IMPL = NetImpl(fir_conv=True, sdpa=True)
@@ -166,12 +167,17 @@ class GANTrainer:
         pos = torch.arange(step * B, step * B + B)
         return torch.stack([self._perm(int(p) // N)[int(p) % N] for p in pos])
 
-    def draws(self, step: int) -> dict[str, torch.Tensor]:
-        """All noises of iteration `step` for the global batch, in a fixed order, on the CPU."""
+    def draws(self, step: int, extra: int = 0) -> dict[str, torch.Tensor]:
+        """All noises of iteration `step` for the global batch, in a fixed order, on the CPU. extra = k >= 1: the
+        draws of the k-th extra D step (TrainConfig.d_steps), from their own stream (data rows included)."""
         B, (C, h, w) = self.cfg.batch_size, self.model.latent_shape
         T, nz = self.model.num_timesteps, self.model.config.generator.nz
-        g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step, _SALT_STEP))
-        d = {"index": self.batch_indices(step)}
+        if extra:
+            g = torch.Generator().manual_seed(mix_seed(mix_seed(self.cfg.seed, step, _SALT_DEXTRA), extra, _SALT_STEP))
+            d = {"index": torch.randint(len(self.data), (B,), generator=g)}
+        else:
+            g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step, _SALT_STEP))
+            d = {"index": self.batch_indices(step)}
         kl_sample = self.cfg.latent_mode == "sample" and self.data.std is not None
         d["eps"] = torch.randn(B, C, h, w, generator=g) if kl_sample else None
         for phase in ("d", "g"):
@@ -181,7 +187,7 @@ class GANTrainer:
             d[f"z_{phase}"] = torch.randn(B, nz, generator=g)
             d[f"post_{phase}"] = torch.randn(B, C, h, w, generator=g)
         if self.aug_ops:  # its own stream: the draws above are the same with augmentation on or off
-            ga = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step, _SALT_AUG))
+            ga = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step, _SALT_AUG) ^ extra)
             for k in ("aug_real", "aug_fake", "aug_g"):
                 d[k] = diffaug.draw_params(self.aug_ops, self.ada.p, B, (h, w), ga)
         return d
@@ -290,10 +296,14 @@ class GANTrainer:
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # dropout, seeded per iteration
             torch.manual_seed(mix_seed(cfg.seed, s, _SALT_DROPOUT))
-            self.opt_d.zero_grad(set_to_none=True)
-            logs = self.d_step(d, do_r1=(s % cfg.lazy_reg == 0 and cfg.r1_gamma > 0))
-            tdist.average_gradients(self.D.parameters(), self.world)
-            self.opt_d.step()
+            logs: dict = {}
+            for k in range(cfg.d_steps):  # k = 0: this iteration's draws (and lazy R1), logged; then the extra ones
+                self.opt_d.zero_grad(set_to_none=True)
+                logs_k = self.d_step(self.draws(s, extra=k) if k else d,
+                                     do_r1=(k == 0 and s % cfg.lazy_reg == 0 and cfg.r1_gamma > 0))
+                logs = logs or logs_k
+                tdist.average_gradients(self.D.parameters(), self.world)
+                self.opt_d.step()
             self.opt_g.zero_grad(set_to_none=True)
             logs.update(self.g_step(d, w))
             tdist.average_gradients(self.G.parameters(), self.world)
@@ -318,6 +328,29 @@ class GANTrainer:
         return logs
 
     # -- evaluation ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def d_margins(self, n: int = 256, seed: int = 999) -> dict[str, list[float]]:
+        """Per step t: [mean D(real pair), mean D(generated pair), mean |x0_pred - x0|] on n training latents with
+        fixed draws (t = i mod T), G and D as they are now. A D whose real and generated logits coincide at
+        every t has nothing to teach G (README "Recipe probes")."""
+        T, (C, h, w), nz = self.model.num_timesteps, self.model.latent_shape, self.model.config.generator.nz
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(self.data), generator=g)[:n]
+        n = len(idx)
+        t = torch.arange(n) % T
+        q1, q2, z, post = (torch.randn(n, C, h, w, generator=g), torch.randn(n, C, h, w, generator=g),
+                           torch.randn(n, nz, generator=g), torch.randn(n, C, h, w, generator=g))
+        x0 = (self.data.draw(idx, None) / self.model.scale_factor).to(self.device)
+        t, q1, q2, z, post = (v.to(self.device) for v in (t, q1, q2, z, post))
+        x_t, x_tp1 = q_sample_pairs(self.model.coefficients, x0, t, q1, q2)
+        pred = self.G(x_tp1, t, z).float()
+        fake = posterior_sample(self.model.posterior, pred, x_tp1, t, post)
+        real_l, fake_l = self.D(x_t, t, x_tp1).flatten().cpu(), self.D(fake, t, x_tp1).flatten().cpu()
+        l1 = (pred - x0).abs().flatten(1).mean(1).cpu()
+        t = t.cpu()
+        return {f"t{k}": [round(float(v[t == k].mean()), 3) for v in (real_l, fake_l, l1)]
+                for k in range(T) if (t == k).any()}
+
     @torch.no_grad()
     def reconstruction_l1(self, n: int | None = None, seed: int = 12345, use_ema: bool = False,
                           t: int | None = None) -> float:

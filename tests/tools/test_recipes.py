@@ -108,5 +108,25 @@ def test_probe_trains_and_evaluates(tmp_path, one_thread):
                                              "ngf": 8, "scale": 2.5}, log=lambda m: None)
     assert [r["step"] for r in rows] == [2]
     assert rows[0]["fid"] > 0 and 0 <= rows[0]["precision"] <= 1
+    # diagnostics: the t = 0 step alone, and D's logits per t (real, generated, L1 of the x0 prediction)
+    assert rows[0]["one_step"]["fid"] > 0 and set(rows[0]["d_per_t"]) == {"t0", "t1", "t2", "t3"}
+    assert all(len(v) == 3 and v[2] > 0 for v in rows[0]["d_per_t"].values())
     assert _json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])["step"] == 2
     assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_diagnose_separates_the_steps(one_thread):
+    """eval.diagnose on the shipped model: starting from real x_0 is the autoencoder's reconstruction (the best
+    row); latent noise is harmless, latent blur is not (README "Recipe probes")."""
+    from lddgan_core.eval.diagnose import chain_check, latent_sensitivity
+    from lddgan_core.hub.shipped import DEFAULT_MODEL
+    from lddgan_core.errors import InputError
+
+    rows = chain_check(DEFAULT_MODEL, n=200)
+    assert [r["start"] for r in rows] == ["x_4", "x_3", "x_2", "x_1", "x_0"] and rows[-1]["steps"] == 0
+    assert rows[-1]["fid"] < min(r["fid"] for r in rows[:-1]) and rows[-1]["precision"] > 0.5
+    sens = {r["perturbation"]: r for r in latent_sensitivity(DEFAULT_MODEL, n=200)}
+    assert sens["noise 0.1 x std"]["precision"] > 0.5
+    assert sens["3x3 box blur"]["precision"] < 0.3 and sens["3x3 box blur"]["fid"] > 5 * sens["clean"]["fid"]
+    with pytest.raises(InputError, match="starts"):
+        chain_check(DEFAULT_MODEL, n=20, starts=(9,))

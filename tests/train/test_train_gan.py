@@ -258,3 +258,39 @@ def test_discriminator_learns_against_a_frozen_generator(kl_setup):
     print(f"D loss {first:.3f} -> {last:.3f}")
     assert abs(first - 2 * np.log(2)) < 0.1 and last < 1.0
     assert max_diff(weights(tr.G), g0) == 0
+
+
+def test_d_steps(kl_setup, tmp_path):
+    """TrainConfig.d_steps = k: k D updates per iteration, the first on the iteration's own draws (so d_steps=1 is
+    the official iteration), the extra ones on their own draws; resumable bit for bit; G still one step."""
+    m, data = kl_setup
+    base = dict(steps=4, batch_size=4, lazy_reg=2)
+    one = GANTrainer(m, data, TrainConfig(**base), disc_config=TINY_D)
+    two = GANTrainer(m, data, TrainConfig(**base, d_steps=2), disc_config=TINY_D)
+    la, lb = one.train_step(), two.train_step()
+    # the first D step sees the same pairs: its losses (logged) are the official iteration's
+    assert lb["d_real"] == la["d_real"] and lb["d_fake"] == la["d_fake"] and lb["r1"] == la["r1"]
+    step_count = lambda opt: int(next(iter(opt.state_dict()["state"].values()))["step"])
+    assert step_count(two.opt_d) == 2 and step_count(one.opt_d) == 1 and step_count(two.opt_g) == 1
+    assert max_diff(weights(one.D), weights(two.D)) > 1e-6  # the extra update moved D
+    # the extra draws are new pairs, t and z (not a repeat of the iteration's)
+    d0, d1 = two.draws(0), two.draws(0, extra=1)
+    assert not torch.equal(d0["q1_d"], d1["q1_d"]) and not torch.equal(d0["z_d"], d1["z_d"])
+    assert torch.equal(two.draws(0, extra=1)["q1_d"], d1["q1_d"])  # reproducible
+    # resume: 2 + save + load + 2 == 4 straight
+    cfg = TrainConfig(**base, d_steps=3)
+    a = GANTrainer(m, data, cfg, disc_config=TINY_D)
+    for _ in range(4):
+        a.train_step()
+    b = GANTrainer(m, data, cfg, disc_config=TINY_D)
+    for _ in range(2):
+        b.train_step()
+    save_state(str(tmp_path / "s.pt"), b.state_dict())
+    c = GANTrainer(m, data, cfg, disc_config=TINY_D)
+    c.load_state_dict(load_state(str(tmp_path / "s.pt")))
+    for _ in range(2):
+        c.train_step()
+    for net in ("G", "D"):
+        assert max_diff(weights(getattr(a, net)), weights(getattr(c, net))) == 0.0, net
+    with pytest.raises(Exception, match="d_steps"):
+        TrainConfig(d_steps=0)

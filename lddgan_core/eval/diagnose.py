@@ -1,0 +1,86 @@
+"""Where a shapes model loses quality: two checks that separate the autoencoder, the generator's steps and the
+sampling chain (README "Recipe probes"; `python -m lddgan_core.recipes diagnose --model M`).
+
+chain_check: start the sampler from *real* states x_k ~ q(x_k | x_0) of held-out images (k = T: pure noise, the
+normal sampler; k = 1: one generator step, the t = 0 denoiser; k = 0: the autoencoder's reconstruction) and run
+the model's remaining steps. The step where quality drops is the one to fix.
+
+latent_sensitivity: decode held-out latents after perturbations a generator could make: independent noise
+(relative to the latents' spread), a spatial 3x3 box blur (what a regression-to-the-mean x_0 prediction looks
+like) and the average of two latents. A decoder that tolerates noise but turns blurred latents into blobs tells
+that blobby samples come from averaged predictions, not from the autoencoder.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..data.shapes import HELDOUT_SEED, make_shapes, to_model_range
+from ..diffusion.schedule import posterior_sample, q_sample
+from ..errors import InputError
+from ..model import LDDGAN, load_model
+from .evaluate import evaluate_images
+
+KEYS = ("fid", "precision", "recall", "coverage", "unrecognised")
+DATA_SEED = HELDOUT_SEED + 10  # images the checks start from: held out, and not the evaluation's reference set
+
+
+def _model(model) -> LDDGAN:
+    return load_model(model) if isinstance(model, str) else model
+
+
+def _summary(images: torch.Tensor) -> dict:
+    g = evaluate_images(images.clamp(-1, 1))["generated"]
+    return {k: round(float(g[k]), 4) for k in KEYS}
+
+
+def _latents(model: LDDGAN, n: int) -> torch.Tensor:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 10:
+        raise InputError(f"n: expected an integer >= 10, got {n!r}")
+    size = model.config.image_size
+    x, _ = make_shapes(n, DATA_SEED, size)
+    return model.encode(to_model_range(x))
+
+
+@torch.no_grad()
+def chain_check(model, n: int = 1000, seed: int = 0, starts=None) -> list[dict]:
+    """Rows {start, steps, fid, ...}: samples from real x_k (k in `starts`, default T .. 0), evaluated against
+    held-out data."""
+    model = _model(model)
+    z0 = _latents(model, n) / model.scale_factor
+    G, T, nz = model.generator.eval(), model.num_timesteps, model.config.generator.nz
+    rows = []
+    for k in (range(T, -1, -1) if starts is None else starts):
+        if not 0 <= k <= T:
+            raise InputError(f"starts: steps must lie in 0..{T}, got {k!r}")
+        g = torch.Generator().manual_seed(seed * 1000 + k)
+        if k == T:
+            x = torch.randn(z0.shape, generator=g)
+        elif k > 0:
+            x = q_sample(model.coefficients, z0, torch.full((n,), k), torch.randn(z0.shape, generator=g))
+        else:
+            x = z0
+        for t in range(k - 1, -1, -1):
+            tt = torch.full((n,), t)
+            pred = G(x, tt, torch.randn(n, nz, generator=g))
+            x = posterior_sample(model.posterior, pred, x, tt, torch.randn(z0.shape, generator=g))
+        rows.append({"start": f"x_{k}", "steps": k, **_summary(model.decode(x * model.scale_factor))})
+    return rows
+
+
+def chain_check_start(model, k: int, n: int = 1000, seed: int = 0) -> dict:
+    """chain_check's row for one start x_k (k = 1: the t = 0 denoiser alone)."""
+    return chain_check(model, n, seed, starts=(k,))[0]
+
+
+@torch.no_grad()
+def latent_sensitivity(model, n: int = 1000, seed: int = 0, noise=(0.05, 0.1, 0.2)) -> list[dict]:
+    """Rows {perturbation, fid, ...}: decoded held-out latents, clean and perturbed."""
+    model = _model(model)
+    z = _latents(model, n)
+    g = torch.Generator().manual_seed(seed)
+    cases = [("clean", z)]
+    cases += [(f"noise {r:g} x std", z + r * float(z.std()) * torch.randn(z.shape, generator=g)) for r in noise]
+    cases.append(("3x3 box blur", F.avg_pool2d(z, 3, 1, 1, count_include_pad=False)))
+    cases.append(("mean of two latents", 0.5 * (z + z[torch.randperm(n, generator=g)])))
+    return [{"perturbation": name, **_summary(model.decode(zz))} for name, zz in cases]
