@@ -101,10 +101,14 @@ def _recipe_from_dict(cls, d: dict):
 
 
 def _add_flags(parser: argparse.ArgumentParser, recipe, flags: dict[str, str]) -> None:
-    """One --flag per entry of `flags`, typed and documented by the recipe's value; each defaults to None (not
-    given), so that only the flags given override the recipe (_with_arguments)."""
+    """One --flag per entry of `flags`, typed and documented by the recipe's value (booleans: --x / --no-x); each
+    defaults to None (not given), so that only the flags given override the recipe (_with_arguments)."""
     for name, target in flags.items():
         v = getattr(recipe.gan, target[4:]) if target.startswith("gan.") else getattr(recipe, target)
+        if isinstance(v, bool):
+            parser.add_argument("--" + name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None,
+                                help=f"default {v}")
+            continue
         parser.add_argument("--" + name.replace("_", "-"), type=float if v is None else type(v), default=None,
                             help=f"default {v}")
 
@@ -171,9 +175,10 @@ class ShapesRecipe:
 SHAPES_RECIPE = ShapesRecipe()
 # command-line names (`python -m lddgan_core.recipes shapes --gan-steps N`) -> recipe field or "gan.<field>"
 SHAPES_FLAGS = dict(images="images", ae_steps="ae_steps", ae_batch="ae_batch", ae_lr="ae_lr", gan_steps="gan.steps",
-                    gan_batch="gan.batch_size", lr_g="gan.lr_g", lr_d="gan.lr_d", d_steps="gan.d_steps",
+                    gan_batch="gan.batch_size", lr_g="gan.lr_g", lr_d="gan.lr_d", d_steps="gan.d_steps", fast="gan.fast",
                     r1_gamma="gan.r1_gamma", lazy_reg="gan.lazy_reg", ema_decay="gan.ema_decay", gamma="gan.gamma", timesteps="timesteps",
-                    schedule="gan.rec_schedule", seed="gan.seed", scale_factor="scale_factor", disc_ngf="disc_ngf")
+                    schedule="gan.rec_schedule", seed="gan.seed", scale_factor="scale_factor", disc_ngf="disc_ngf",
+                    use_tanh="use_tanh")
 SHAPES_QUICK = dict(images=512, ae_steps=60, gan_steps=60, ae_batch=16, gan_batch=16)  # --quick: minutes
 
 

@@ -130,3 +130,20 @@ def test_diagnose_separates_the_steps(one_thread):
     assert sens["3x3 box blur"]["precision"] < 0.3 and sens["3x3 box blur"]["fid"] > 5 * sens["clean"]["fid"]
     with pytest.raises(InputError, match="starts"):
         chain_check(DEFAULT_MODEL, n=20, starts=(9,))
+
+
+def test_recipe_flags_booleans_and_d_steps():
+    """Boolean recipe fields are --x / --no-x flags (argparse's type=bool would read "False" as True); flags not
+    given leave the recipe alone."""
+    import argparse
+
+    from lddgan_core.tools import recipes
+
+    p = argparse.ArgumentParser()
+    recipes._add_flags(p, recipes.SHAPES_RECIPE, recipes.SHAPES_FLAGS)
+    a = p.parse_args(["--no-use-tanh", "--fast", "--d-steps", "3", "--scale-factor", "2.5", "--disc-ngf", "32"])
+    r = recipes.SHAPES_RECIPE.with_arguments(**recipes._given(a, recipes.SHAPES_FLAGS))
+    assert r.use_tanh is False and r.gan.fast is True and r.gan.d_steps == 3 and r.scale_factor == 2.5
+    assert r.disc_ngf == 32 and r.generator_fields()["use_tanh"] is False
+    assert recipes._given(p.parse_args([]), recipes.SHAPES_FLAGS) == {}
+    assert recipes.SHAPES_RECIPE.use_tanh is True and recipes.SHAPES_RECIPE.gan.d_steps == 1  # the shipped model's
