@@ -29,6 +29,25 @@ def max_diff(a, b):
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+def run_straight_and_resumed(m, data, cfg, n: int, split: int, path):
+    """Two trainers for cfg: one run n iterations straight, one run `split`, saved to `path`, reloaded into a fresh
+    trainer and run to n. Returns (straight, resumed)."""
+    a = GANTrainer(m, data, cfg, disc_config=TINY_D)
+    for _ in range(n):
+        a.train_step()
+    b = GANTrainer(m, data, cfg, disc_config=TINY_D)
+    for _ in range(split):
+        b.train_step()
+    save_state(str(path), b.state_dict())
+    del b
+    c = GANTrainer(m, data, cfg, disc_config=TINY_D)
+    c.load_state_dict(load_state(str(path)))
+    assert c.step == split
+    for _ in range(n - split):
+        c.train_step()
+    return a, c
+
+
 @pytest.fixture
 def kl_setup(random_model):
     m = random_model("kl")
@@ -104,19 +123,7 @@ def test_resume_is_exact(kl_setup, tmp_path):
     m, data = kl_setup
     cfg = TrainConfig(steps=6, batch_size=4, micro_batch=2, lazy_reg=2, lr_schedule="cosine", ema_warmup=True,
                       latent_mode="sample")
-    a = GANTrainer(m, data, cfg, disc_config=TINY_D)
-    for _ in range(6):
-        a.train_step()
-    b = GANTrainer(m, data, cfg, disc_config=TINY_D)
-    for _ in range(3):
-        b.train_step()
-    save_state(str(tmp_path / "s.pt"), b.state_dict())
-    del b
-    c = GANTrainer(m, data, cfg, disc_config=TINY_D)
-    c.load_state_dict(load_state(str(tmp_path / "s.pt")))
-    assert c.step == 3
-    for _ in range(3):
-        c.train_step()
+    a, c = run_straight_and_resumed(m, data, cfg, 6, 3, tmp_path / "s.pt")
     for net in ("G", "ema", "D"):
         assert max_diff(weights(getattr(a, net)), weights(getattr(c, net))) == 0.0, net
     sa, sc = a.opt_g.state_dict()["state"], c.opt_g.state_dict()["state"]
@@ -278,18 +285,7 @@ def test_d_steps(kl_setup, tmp_path):
     assert not torch.equal(d0["q1_d"], d1["q1_d"]) and not torch.equal(d0["z_d"], d1["z_d"])
     assert torch.equal(two.draws(0, extra=1)["q1_d"], d1["q1_d"])  # reproducible
     # resume: 2 + save + load + 2 == 4 straight
-    cfg = TrainConfig(**base, d_steps=3)
-    a = GANTrainer(m, data, cfg, disc_config=TINY_D)
-    for _ in range(4):
-        a.train_step()
-    b = GANTrainer(m, data, cfg, disc_config=TINY_D)
-    for _ in range(2):
-        b.train_step()
-    save_state(str(tmp_path / "s.pt"), b.state_dict())
-    c = GANTrainer(m, data, cfg, disc_config=TINY_D)
-    c.load_state_dict(load_state(str(tmp_path / "s.pt")))
-    for _ in range(2):
-        c.train_step()
+    a, c = run_straight_and_resumed(m, data, TrainConfig(**base, d_steps=3), 4, 2, tmp_path / "s.pt")
     for net in ("G", "D"):
         assert max_diff(weights(getattr(a, net)), weights(getattr(c, net))) == 0.0, net
     with pytest.raises(Exception, match="d_steps"):
