@@ -141,9 +141,12 @@ def test_recipe_flags_booleans_and_d_steps():
 
     p = argparse.ArgumentParser()
     recipes._add_flags(p, recipes.SHAPES_RECIPE, recipes.SHAPES_FLAGS)
-    a = p.parse_args(["--no-use-tanh", "--fast", "--d-steps", "3", "--scale-factor", "2.5", "--disc-ngf", "32"])
+    a = p.parse_args(["--use-tanh", "--no-fast", "--d-steps", "1", "--scale-factor", "6.25", "--disc-ngf", "64"])
     r = recipes.SHAPES_RECIPE.with_arguments(**recipes._given(a, recipes.SHAPES_FLAGS))
-    assert r.use_tanh is False and r.gan.fast is True and r.gan.d_steps == 3 and r.scale_factor == 2.5
-    assert r.disc_ngf == 32 and r.generator_fields()["use_tanh"] is False
+    assert r.use_tanh is True and r.gan.fast is False and r.gan.d_steps == 1 and r.scale_factor == 6.25
+    assert r.disc_ngf == 64 and r.generator_fields()["use_tanh"] is True
     assert recipes._given(p.parse_args([]), recipes.SHAPES_FLAGS) == {}
-    assert recipes.SHAPES_RECIPE.use_tanh is True and recipes.SHAPES_RECIPE.gan.d_steps == 1  # the shipped model's
+    # the defaults: the shipped model's recipe
+    d = recipes.SHAPES_RECIPE
+    assert d.use_tanh is False and d.gan.d_steps == 3 and d.gan.fast is True and d.scale_factor == 2.5
+    assert d.disc_ngf == 32 and d.gan.lr_d == 2.5e-4 and d.gan.steps == 4000
