@@ -240,10 +240,12 @@ ABLATION_VARIANTS = {
     "adv+WL": dict(rec_schedule="sigmoid", gamma=6.0),  # + Weighted Learning (the paper's sigmoid decay)
 }
 ABLATION_GENERATOR = dict(nf=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), nz=50, z_emb_dim=128,
-                          n_mlp=2)
+                          n_mlp=2, use_tanh=False)
 # EMA warm-up: with a plain 0.999 decay, 0.999^1500 = 22% of the EMA would still be the random init
-ABLATION_GAN = TrainConfig(steps=1500, batch_size=16, lr_g=2e-4, lr_d=1.25e-4, r1_gamma=0.02, lazy_reg=15,
-                           ema_decay=0.999, ema_warmup=True, seed=0, log_every=50, save_every=250, sample_every=0)
+# the default model's GAN settings (no tanh, scale 2.5, three D steps at lr_d 2.5e-4, fast) with a smaller G at batch 16
+ABLATION_GAN = TrainConfig(steps=1500, batch_size=16, lr_g=2e-4, lr_d=2.5e-4, d_steps=3, fast=True, r1_gamma=0.02,
+                           lazy_reg=15, ema_decay=0.999, ema_warmup=True, seed=0, log_every=50, save_every=250,
+                           sample_every=0)
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,7 @@ class AblationRecipe:
     generator: dict = dataclasses.field(default_factory=lambda: _arch(ABLATION_GENERATOR))  # GeneratorConfig fields
     disc_ngf: int = 32  # width of the default discriminator
     timesteps: int = 4  # diffusion steps T
-    scale_factor: float | None = None  # latent scale of every model; None: estimated, as the shipped model's was
+    scale_factor: float | None = 2.5  # latent scale of every model (the default model's); None: estimated
     gan: TrainConfig = ABLATION_GAN  # each variant replaces the reconstruction-weight fields, each run the seed
 
     def __post_init__(self):
@@ -271,7 +273,7 @@ class AblationRecipe:
 
 ABLATION_RECIPE = AblationRecipe()
 ABLATION_FLAGS = dict(steps="gan.steps", batch="gan.batch_size", lr_g="gan.lr_g", lr_d="gan.lr_d",
-                      r1_gamma="gan.r1_gamma", lazy_reg="gan.lazy_reg", ema_decay="gan.ema_decay", disc_ngf="disc_ngf",
+                      d_steps="gan.d_steps", r1_gamma="gan.r1_gamma", lazy_reg="gan.lazy_reg", ema_decay="gan.ema_decay", disc_ngf="disc_ngf",
                       n_eval="n_eval", images="images", scale_factor="scale_factor")
 
 

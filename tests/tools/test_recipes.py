@@ -56,8 +56,9 @@ def test_train_shapes_end_to_end_and_resume(tmp_path, one_thread):
     ae = os.path.join(out, "autoencoder", "autoencoder.safetensors")
     abl = str(tmp_path / "abl")
     kw = dict(log=lambda m: None)
-    tiny = ABLATION_RECIPE.with_arguments(steps=2, batch=8, lr_g=2e-4, lr_d=1e-4, r1_gamma=0.02, lazy_reg=2,
-                                          ema_decay=0.999, disc_ngf=32, n_eval=12, images=48)
+    tiny = ABLATION_RECIPE.with_arguments(steps=2, batch=8, lr_g=2e-4, lr_d=1e-4, d_steps=1, r1_gamma=0.02,
+                                          lazy_reg=2, ema_decay=0.999, disc_ngf=32, n_eval=12, images=48)
+    tiny = dataclasses.replace(tiny, scale_factor=None)  # estimated from the latents
     res = run_ablation(abl, ae, tiny, seeds=[0], variants=["adv+WL"], **kw)
     (row,) = res["runs"]
     assert row["variant"] == "adv+WL" and row["steps"] == 2 and row["n_eval"] == 12
@@ -150,3 +151,10 @@ def test_recipe_flags_booleans_and_d_steps():
     d = recipes.SHAPES_RECIPE
     assert d.use_tanh is False and d.gan.d_steps == 3 and d.gan.fast is True and d.scale_factor == 2.5
     assert d.disc_ngf == 32 and d.gan.lr_d == 2.5e-4 and d.gan.steps == 4000
+    # the ablation trains with the default model's GAN settings (its G is smaller, its batch 16)
+    a = recipes.ABLATION_RECIPE
+    assert a.generator["use_tanh"] is False and a.scale_factor == d.scale_factor and a.disc_ngf == d.disc_ngf
+    assert (a.gan.d_steps, a.gan.lr_d, a.gan.lr_g, a.gan.fast) == (d.gan.d_steps, d.gan.lr_d, d.gan.lr_g, d.gan.fast)
+    q = argparse.ArgumentParser()
+    recipes._add_flags(q, a, recipes.ABLATION_FLAGS)
+    assert a.with_arguments(**recipes._given(q.parse_args(["--d-steps", "1"]), recipes.ABLATION_FLAGS)).gan.d_steps == 1
