@@ -21,6 +21,9 @@ log = logging.getLogger("lddgan")
 FIT_MODES = ["crop and resize to model size", "error"]
 REC_SCHEDULES = ["sigmoid", "constant", "linear", "cosine", "off"]  # the widget's choices, in this order
 PREVIEWS = 20  # progress-bar previews per run
+# the widgets' defaults: lddgan_core.train.FINETUNE_DEFAULTS (the CLI's too), kept here so that loading the pack
+# does not import the trainer; tests/nodes check that they agree
+FINETUNE_STEPS, FINETUNE_BATCH = 1000, 8
 
 
 def _train():
@@ -95,10 +98,10 @@ class LDDGANFineTune:
             "required": {
                 "model": (MODEL_TYPE, {"tooltip": "The LDDGAN model to start from (LDDGAN Model Loader). It is not "
                                                   "changed: the result is a new model."}),
-                "steps": ("INT", {"default": 500, "min": 1, "max": 10_000_000,
+                "steps": ("INT", {"default": FINETUNE_STEPS, "min": 1, "max": 10_000_000,
                                   "tooltip": "Training iterations in all (one discriminator and one generator "
                                              "update each). Resuming with a larger value continues the run."}),
-                "batch_size": ("INT", {"default": 8, "min": 1, "max": 4096,
+                "batch_size": ("INT", {"default": FINETUNE_BATCH, "min": 1, "max": 4096,
                                        "tooltip": "Images per iteration (drawn at random from the training set)."}),
                 "lr_g": ("FLOAT", {"default": 5e-5, "min": 0.0, "max": 1.0, "step": 1e-6, "round": False,
                                    "tooltip": "Adam learning rate of the generator."}),

@@ -108,6 +108,25 @@ def test_registered_and_documented():
     assert F.LDDGANFineTune.OUTPUT_NODE and F.LDDGANFineTune.RETURN_TYPES == ("LDDGAN_MODEL", "IMAGE", "IMAGE")
 
 
+def test_node_cli_and_library_share_the_fine_tune_defaults():
+    """The widgets' defaults, `lddgan finetune`'s and finetune_config()'s are one recipe (the one the README's
+    few-image check measured): a creator in ComfyUI and a user of the CLI get the same run."""
+    from lddgan_core.tools.cli import build_parser
+    from lddgan_core.train import FINETUNE_DEFAULTS, finetune_config
+
+    lib = finetune_config()
+    assert (lib.steps, lib.batch_size) == (FINETUNE_DEFAULTS["steps"], FINETUNE_DEFAULTS["batch_size"]) == (1000, 8)
+    widgets = {k: v[1]["default"] for k, v in F.LDDGANFineTune.INPUT_TYPES()["required"].items()
+               if isinstance(v, tuple) and len(v) > 1 and "default" in v[1]}
+    cli = vars(build_parser().parse_args(["finetune", "--data", "d", "--out", "o"]))
+    for widget, field, arg in [("steps", "steps", "steps"), ("batch_size", "batch_size", "batch"),
+                               ("lr_g", "lr_g", "lr_g"), ("lr_d", "lr_d", "lr_d"),
+                               ("schedule", "rec_schedule", "schedule"), ("gamma", "gamma", "gamma"),
+                               ("r1_gamma", "r1_gamma", "r1_gamma"), ("ema_decay", "ema_decay", "ema_decay")]:
+        assert widgets[widget] == getattr(lib, field) == cli[arg], widget
+    assert cli["d_augment"] == lib.d_augment and cli["ema_warmup"] is lib.ema_warmup is True
+
+
 def test_new_model_input_untouched_outputs(models_dir, shipped, bars):
     before = weights(shipped)
     out = run(shipped, "first", imgs=images())
