@@ -25,6 +25,12 @@ NOTE = ("**LDDGAN** - few-step (T <= 4) latent denoising diffusion GAN.\n\n"
         "on procedural coloured shapes (4 shapes x 4 colours on varied backgrounds), 32x32 px. Pick another model "
         "in **LDDGAN Model Loader** (models/lddgan) for other images.")
 
+# The fine-tune example: one picture, a short run that visibly moves the model toward it. Measured on ComfyUI's
+# input/example.png, mean RMS distance ([-1, 1]) of 64 samples to the picture, shipped model 0.856: 20 iterations
+# at the fine-tune default lr_g 5e-5 -> 0.667 (the shapes still show), 100 at 1e-4 -> 0.595, 100 at 2e-4 -> 0.549
+# (the sky-blue top and green ground of the picture), 300 at 2e-4 -> 0.466 (one washed-out copy: collapse)
+EXAMPLE_STEPS, EXAMPLE_LR_G = 100, 2e-4
+
 
 class Graph:
     """A small builder for editor-format graphs."""
@@ -152,8 +158,8 @@ def finetune(info):
     i = g.add("LoadImage", (X0, Y0 + 156), ["example.png", "image"], size=(300, 330))
     # steps, batch_size, lr_g, lr_d, schedule, gamma, r1_gamma, ema_decay, augment, seed, save_name, save_every,
     # folder, fit; room below the widgets for the live previews
-    f = g.add("LDDGANFineTune", (X0 + 340, Y0), [20, 4, 5e-5, 1e-4, "sigmoid", 6.0, 1.0, 0.999, 4, 0, FINETUNE_NAME,
-                                                 0, "", "crop and resize to model size"],
+    f = g.add("LDDGANFineTune", (X0 + 340, Y0), [EXAMPLE_STEPS, 4, EXAMPLE_LR_G, 1e-4, "sigmoid", 6.0, 1.0, 0.999, 4, 0,
+                                                 FINETUNE_NAME, 0, "", "crop and resize to model size"],
               title="LDDGAN Fine-Tune", size=(320, 560), model=(m, 0), images=(i, 0))
     s = g.add("LDDGANSampler", (X0 + 700, Y0), [0, "fixed", 4, 1.0], size=(300, 154), model=(f, 0))
     d = g.add("LDDGANDecode", (X0 + 700, Y0 + 204), [], size=(300, 66), model=(f, 0), latent=(s, 0))
@@ -162,7 +168,9 @@ def finetune(info):
     g.add("PreviewImage", (X0 + 1040, Y0 + 320), [], title="Preview Image (sample grid)", size=(300, MIN_IMAGE_NODE_H),
           images=(f, 2))
     g.note((X0, Y0 + 536), "Fine-tuning with Weighted Learning: the model is trained on **example.png** (Load Image; "
-                           "4 augmented versions) for 20 iterations and saved as models/lddgan/" + FINETUNE_NAME +
+                           "4 augmented versions) for " + str(EXAMPLE_STEPS) + " iterations at a raised generator learning rate "
+                           "(lr_g " + format(EXAMPLE_LR_G, "g") + "; about a minute on a CPU), enough for the samples to take "
+                           "on the picture's colours and layout, and saved as models/lddgan/" + FINETUNE_NAME +
                            ".safetensors, which LDDGAN Model Loader lists as soon as the run ends (if it does not, press "
                            "**R** to refresh the node definitions). **Cancel** stops cleanly; queueing again with the same save_name resumes "
                            "(a finished run is returned as it is). For real use, connect your own images or give a "

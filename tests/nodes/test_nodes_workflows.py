@@ -135,6 +135,12 @@ def test_finetune_example_trains_saves_and_resumes(input_dir, tmp_path, monkeypa
     shipped = P.LDDGANModelLoader().load(B.SHIPPED)[0]
     before = P.LDDGANDecode().decode(shipped, P.LDDGANSampler().sample(shipped, 0, 4, 1.0)[0])[0]
     assert (out - before).abs().max() > 1e-3
+    # ... and they have moved toward the one training picture (its colours and layout): RMS distance to it
+    x = CW._load_image(os.path.join(input_dir, "example.png"))
+    target = P.LDDGANDecode().decode(shipped, P.LDDGANEncode().encode(shipped, x, "crop and resize to model size")[0])[0]
+    dist = lambda imgs: float(((imgs - target) ** 2).mean(dim=(1, 2, 3)).sqrt().mean())  # noqa: E731
+    print(f"fine-tune example: RMS distance of the samples to the picture {dist(before):.3f} -> {dist(out):.3f}")
+    assert dist(out) < 0.75 * dist(before)
     trained = P.LDDGANModelLoader().load(name)[0]
     again = P.LDDGANDecode().decode(trained, P.LDDGANSampler().sample(trained, 0, 4, 1.0)[0])[0]
     torch.testing.assert_close(again, out, rtol=0, atol=1e-6)  # the saved file is the model the graph used
