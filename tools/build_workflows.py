@@ -25,11 +25,11 @@ NOTE = ("**LDDGAN** - few-step (T <= 4) latent denoising diffusion GAN.\n\n"
         "on procedural coloured shapes (4 shapes x 4 colours on varied backgrounds), 32x32 px. Pick another model "
         "in **LDDGAN Model Loader** (models/lddgan) for other images.")
 
-# The fine-tune example: one picture, a short run that visibly moves the model toward it. Measured (tools/
-# finetune_example_probe.py) on ComfyUI's
-# input/example.png, mean RMS distance ([-1, 1]) of 64 samples to the picture, shipped model 0.856: 20 iterations
-# at the fine-tune default lr_g 5e-5 -> 0.667 (the shapes still show), 100 at 1e-4 -> 0.595, 100 at 2e-4 -> 0.549
-# (the sky-blue top and green ground of the picture), 300 at 2e-4 -> 0.466 (one washed-out copy: collapse)
+# The fine-tune example: one picture, a short run that visibly moves the model toward it. Measured with
+# tools/finetune_example_probe.py on ComfyUI's input/example.png (batch 4, augment 4): mean RMS distance ([-1, 1]) of
+# 64 samples to the picture, shipped model 0.856; 20 iterations at the fine-tune default lr_g 5e-5 -> 0.667 (the
+# shapes still show), 100 at 1e-4 (augment 8) -> 0.595, 100 at 2e-4 -> 0.549 (the picture's sky-blue top and green
+# ground), 300 at 2e-4 -> 0.466 (one washed-out copy of it: collapse)
 EXAMPLE_STEPS, EXAMPLE_LR_G = 100, 2e-4
 
 
