@@ -336,13 +336,71 @@ def run_ablation(out: str, autoencoder: str, recipe: AblationRecipe = ABLATION_R
             log(f"  {v} seed {seed}: " + ", ".join(f"{k} {row['metrics'][k]:.4g}" for k in _ABLATION_KEYS
                                                       if k in row["metrics"]))
     summary = _summarize(runs)
-    result = {"runs": runs, "summary": summary, "settings": dict(seeds=list(seeds), steps=steps, batch=batch,
+    curves = {}
+    for r in runs:
+        csv_path = os.path.join(out, f"{r['variant']}_s{r['seed']}", "losses.csv")
+        if os.path.isfile(csv_path):
+            curves.setdefault(r["variant"], []).append(loss_windows(csv_path, steps))
+    curves = {v: _mean_windows(ws) for v, ws in curves.items()}
+    result = {"runs": runs, "summary": summary, "curves": curves, "settings": dict(seeds=list(seeds), steps=steps, batch=batch,
                                                                  generator=recipe.to_dict()["generator"], disc=disc,
                                                                  n_eval=n_eval, images=recipe.images,
                                                                  scale_factor=scale_factor, recipe=recipe.to_dict())}
     atomic_write_text(os.path.join(out, "ablation.json"), json.dumps(result, indent=1))
-    atomic_write_text(os.path.join(out, "ablation.md"), ablation_table(summary, len(seeds)))
+    atomic_write_text(os.path.join(out, "ablation.md"), ablation_table(summary, len(seeds)) + "\n" + curves_table(curves))
     return result
+
+
+# what the loss curves say: the mean of each logged quantity over the first, middle and last sixth of a run
+CURVE_KEYS = ("d_loss", "d_real", "d_fake", "g_adv", "rec", "w")
+
+
+def _windows(steps: int) -> list[tuple[int, int]]:
+    """(first, last) iteration of the run's first, middle and last sixth (1-based, inclusive)."""
+    k = max(1, steps // 6)
+    mid = (steps - k) // 2
+    return [(1, k), (mid + 1, mid + k), (steps - k + 1, steps)]
+
+
+def loss_windows(csv_path: str, steps: int) -> dict:
+    """One run's losses.csv (the trainer's log: a row every log_every iterations) -> {key: [mean over each of
+    _windows(steps)]}; NaN where a window holds no logged row."""
+    import csv
+
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("step", "").strip().isdigit()]
+    out = {}
+    for key in CURVE_KEYS:
+        vals = []
+        for lo, hi in _windows(steps):
+            xs = [float(r[key]) for r in rows if lo <= int(r["step"]) <= hi and r.get(key) not in (None, "")]
+            vals.append(sum(xs) / len(xs) if xs else float("nan"))
+        out[key] = vals
+    out["windows"] = _windows(steps)
+    return out
+
+
+def _mean_windows(per_seed: list[dict]) -> dict:
+    """The seeds' loss_windows averaged key by key."""
+    out = {"windows": per_seed[0]["windows"], "n": len(per_seed)}
+    for key in CURVE_KEYS:
+        cols = list(zip(*(w[key] for w in per_seed)))
+        out[key] = [sum(c) / len(c) for c in cols]
+    return out
+
+
+def curves_table(curves: dict) -> str:
+    """Markdown: per variant and quantity, its mean over the run's first / middle / last sixth (seed mean).
+    2 ln 2 = 1.386 is D's loss when it cannot tell real from generated pairs."""
+    if not curves:
+        return ""
+    win = next(iter(curves.values()))["windows"]
+    head = " | ".join(f"it {lo}-{hi}" for lo, hi in win)
+    lines = [f"| variant | quantity | {head} |", "|---|---|" + "---|" * len(win)]
+    for v, c in curves.items():
+        for key in CURVE_KEYS:
+            lines.append(f"| {v} | {key} | " + " | ".join(f"{x:.3f}" for x in c[key]) + " |")
+    return "\n".join(lines) + "\n\n(loss-curve means over the first, middle and last sixth of each run; mean over seeds)\n"
 
 
 _ABLATION_KEYS = ("fid", "precision", "recall", "density", "coverage", "modes_covered", "modes_covered_at_threshold",

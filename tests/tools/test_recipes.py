@@ -66,6 +66,11 @@ def test_train_shapes_end_to_end_and_resume(tmp_path, one_thread):
     assert set(res["summary"]) == {"adv+WL", "real vs real (ceiling)"}
     assert os.path.isfile(os.path.join(abl, "ablation.md")) and os.path.isfile(os.path.join(abl, "adv+WL_s0",
                                                                                           "eval.json"))
+    # the loss curves, summarised: means over the run's first / middle / last sixth
+    curve = res["curves"]["adv+WL"]
+    # (2 iterations, logged at the last: the sigmoid weight there is 1 - sigmoid(6) = 0.0025)
+    assert curve["n"] == 1 and len(curve["d_loss"]) == 3 and 0 < curve["d_loss"][-1] < 10
+    assert curve["w"][-1] == pytest.approx(0.0025, abs=1e-3)
     again = run_ablation(abl, ae, tiny, seeds=[0], variants=["adv+WL"], **kw)
     assert again["runs"][0]["metrics"] == row["metrics"]
     with pytest.raises(InputError, match="finished run"):
@@ -81,6 +86,21 @@ def test_train_shapes_end_to_end_and_resume(tmp_path, one_thread):
     fixed = run_ablation(str(tmp_path / "abl3"), ae, dataclasses.replace(tiny, scale_factor=3.0), seeds=[0],
                          variants=["adv"], **kw)
     assert fixed["runs"][0]["scale_factor"] == 3.0 and fixed["settings"]["scale_factor"] == 3.0
+
+
+def test_loss_windows(tmp_path):
+    from lddgan_core.tools.recipes import CURVE_KEYS, _mean_windows, curves_table, loss_windows
+
+    p = tmp_path / "losses.csv"
+    rows = ["step," + ",".join(CURVE_KEYS) + ",seconds"]
+    rows += [f"{i}," + ",".join(str(i * (k + 1)) for k in range(len(CURVE_KEYS))) + ",0" for i in range(10, 121, 10)]
+    p.write_text("\n".join(rows) + "\n")
+    w = loss_windows(str(p), 120)  # sixths of 120 iterations: 1-20, 51-70, 101-120
+    assert w["windows"] == [(1, 20), (51, 70), (101, 120)]
+    assert w["d_loss"] == [15.0, 65.0, 115.0] and w["w"] == [90.0, 390.0, 690.0]
+    m = _mean_windows([w, {**w, "d_loss": [5.0, 0.0, 10.0]}])
+    assert m["d_loss"] == [10.0, 32.5, 62.5] and m["n"] == 2
+    assert "| adv | d_loss | 10.000 | 32.500 | 62.500 |" in curves_table({"adv": m})
 
 
 def test_ablation_summary_mean_std():
