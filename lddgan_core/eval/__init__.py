@@ -1,5 +1,6 @@
 """Offline sample-quality evaluation (``lddgan eval``): metrics on feature sets, the shapes mode classifier,
-and the model / image-folder evaluation against held-out procedural shapes data.
+and the model / image-folder evaluation against held-out procedural shapes data; for the emoji data, the emoji
+group/subgroup classifier and evaluate_emoji_images (feature metrics with ceilings, memorisation check).
 
     from lddgan_core.eval import evaluate_model, evaluate_images, load_classifier
     from lddgan_core.eval.metrics import fid, precision_recall, density_coverage, mode_metrics
@@ -14,6 +15,9 @@ _EXPORTS = {
     "load_classifier": "classifier", "ShapesClassifier": "classifier", "ClassifierConfig": "classifier",
     "fid": "metrics", "precision_recall": "metrics", "density_coverage": "metrics", "manifold_metrics": "metrics",
     "mode_metrics": "metrics",
+    "load_emoji_classifier": "emoji_classifier", "EmojiClassifier": "emoji_classifier",
+    "EmojiClassifierConfig": "emoji_classifier", "evaluate_emoji_images": "emoji_eval",
+    "closest_pairs_grid": "emoji_eval",
 }
 __all__ = list(_EXPORTS)
 
