@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write, atomic_write_text
 from ..data.shapes import make_shapes, to_model_range, TRAIN_SEED
 from ..errors import InputError
 from ..eval import evaluate_model
@@ -348,7 +348,36 @@ def run_ablation(out: str, autoencoder: str, recipe: AblationRecipe = ABLATION_R
                                                                  scale_factor=scale_factor, recipe=recipe.to_dict())}
     atomic_write_text(os.path.join(out, "ablation.json"), json.dumps(result, indent=1))
     atomic_write_text(os.path.join(out, "ablation.md"), ablation_table(summary, len(seeds)) + "\n" + curves_table(curves))
+    ablation_picture(out, variants, list(seeds))
     return result
+
+
+def ablation_picture(out: str, variants: list, seeds: list, gap: int = 8) -> str | None:
+    """<out>/ablation_samples.png: each run's last sample grid (its samples/ folder), one row per variant (in the
+    given order), one column per seed, on white with ``gap`` pixels between; None when no run has a grid."""
+    import glob
+
+    import numpy as np
+    from PIL import Image
+
+    cells = {}
+    for v in variants:
+        for s in seeds:
+            grids = sorted(glob.glob(os.path.join(out, f"{v}_s{s}", "samples", "step_*.png")))
+            if grids:
+                with Image.open(grids[-1]) as im:
+                    cells[v, s] = np.asarray(im.convert("RGB"))
+    if not cells:
+        return None
+    h = max(c.shape[0] for c in cells.values())
+    w = max(c.shape[1] for c in cells.values())
+    canvas = np.full((len(variants) * (h + gap) - gap, len(seeds) * (w + gap) - gap, 3), 255, np.uint8)
+    for (v, s), c in cells.items():
+        y, x = variants.index(v) * (h + gap), seeds.index(s) * (w + gap)
+        canvas[y:y + c.shape[0], x:x + c.shape[1]] = c
+    path = os.path.join(out, "ablation_samples.png")
+    atomic_write(path, lambda f: Image.fromarray(canvas).save(f, format="PNG"))
+    return path
 
 
 # what the loss curves say: the mean of each logged quantity over the first, middle and last sixth of a run

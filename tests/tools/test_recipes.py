@@ -1,10 +1,12 @@
 """The recipe that produces the shipped default model runs end to end (tiny budget), resumes, and the ablation
 summary computes mean +- std over seeds."""
 import dataclasses
+import glob
 import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,6 +73,12 @@ def test_train_shapes_end_to_end_and_resume(tmp_path, one_thread):
     # (2 iterations, logged at the last: the sigmoid weight there is 1 - sigmoid(6) = 0.0025)
     assert curve["n"] == 1 and len(curve["d_loss"]) == 3 and 0 < curve["d_loss"][-1] < 10
     assert curve["w"][-1] == pytest.approx(0.0025, abs=1e-3)
+    # the runs' last sample grids side by side (one variant, one seed: that grid itself)
+    from PIL import Image
+
+    with Image.open(os.path.join(abl, "ablation_samples.png")) as pic, \
+            Image.open(sorted(glob.glob(os.path.join(abl, "adv+WL_s0", "samples", "*.png")))[-1]) as grid:
+        assert pic.size == grid.size and np.array_equal(np.asarray(pic.convert("RGB")), np.asarray(grid.convert("RGB")))
     again = run_ablation(abl, ae, tiny, seeds=[0], variants=["adv+WL"], **kw)
     assert again["runs"][0]["metrics"] == row["metrics"]
     with pytest.raises(InputError, match="finished run"):
