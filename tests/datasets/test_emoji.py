@@ -14,18 +14,7 @@ from lddgan_core.data import emoji as E
 from lddgan_core.errors import InputError
 
 
-def _sources_present() -> bool:
-    try:
-        E.font_path(), E.emoji_test_path()
-    except InputError:
-        return False
-    return True
-
-
-needs_sources = pytest.mark.skipif(
-    not _sources_present(),
-    reason="Noto Color Emoji or emoji-test.txt is not installed (apt-get install fonts-noto-color-emoji "
-           "unicode-data, or set $LDDGAN_EMOJI_FONT / $LDDGAN_EMOJI_TEST)")
+from emoji_util import needs_sources  # noqa: E402
 
 GRINNING, THUMBS_UP, FRANCE = "\U0001F600", "\U0001F44D", "\U0001F1EB\U0001F1F7"
 FAMILY = "\U0001F468\u200D\U0001F469\u200D\U0001F467"  # man, woman, girl: a ZWJ sequence drawn as one glyph

@@ -20,18 +20,7 @@ from lddgan_core.eval.emoji_classifier import (DEFAULT_PATH, EmojiClassifier, Em
 from lddgan_core.formats.safe_load import read_safetensors
 
 
-def _sources_present() -> bool:
-    try:
-        E.font_path(), E.emoji_test_path()
-    except InputError:
-        return False
-    return True
-
-
-needs_sources = pytest.mark.skipif(
-    not _sources_present(),
-    reason="Noto Color Emoji or emoji-test.txt is not installed (apt-get install fonts-noto-color-emoji "
-           "unicode-data, or set $LDDGAN_EMOJI_FONT / $LDDGAN_EMOJI_TEST)")
+from emoji_util import needs_sources  # noqa: E402
 
 TINY = EmojiClassifierConfig(channels=(8, 16), convs=(1, 1), groups=4, image_size=32)
 
