@@ -280,8 +280,13 @@ class LDDGAN(nn.Module):
 
 
 def load_model(path, device="cpu", dtype=torch.float32):
-    """Load our format. dtype=None keeps the stored precision; otherwise weights are cast."""
+    """Load our format: a file, or a shipped model's short name ("shapes", "emoji", "fixture"). dtype=None keeps
+    the stored precision; otherwise weights are cast."""
     p = os.fspath(path)
+    from .hub.shipped import SHIPPED_MODELS
+
+    if p in SHIPPED_MODELS and not os.path.exists(p):
+        p = SHIPPED_MODELS[p]
     # before building anything: the config's sizes must be the weights' sizes, and the weights finite
     cfg, meta, tensors = read_checked_model_file(p)
     try:

@@ -20,6 +20,10 @@ sys.path[:0] = [str(REPO), str(HERE)]
 import comfy_workflow as CW  # noqa: E402  (tools/comfy_workflow.py)
 
 SHIPPED = "lddgan_shapes32.safetensors"
+EMOJI = "lddgan_emoji64.safetensors"
+EMOJI_NOTE = ("**LDDGAN emoji** - `lddgan_emoji64` ships with the pack and needs no download: trained by the project on "
+              "the pictures of Noto Color Emoji (SIL Open Font License 1.1), 64x64 px on white, in 1,370 emoji. "
+              "Its pictures are emoji-like, not copies of the font's (see the README's memorisation check).")
 NOTE = ("**LDDGAN** - few-step (T <= 4) latent denoising diffusion GAN.\n\n"
         "The model used here, `lddgan_shapes32`, ships with the pack and needs no download: trained by the project "
         "on procedural coloured shapes (4 shapes x 4 colours on varied backgrounds), 32x32 px. Pick another model "
@@ -132,6 +136,47 @@ def image_to_image(info):
     return g
 
 
+def emoji_variations(info):
+    g = Graph(info)
+    m = g.add("LDDGANModelLoader", (X0, Y0), [EMOJI, "auto", False], size=(300, 106))
+    s = g.add("LDDGANSampler", (X0 + 340, Y0), [7, "fixed", 4, 1.0], title="LDDGAN Sampler (4 new emoji)",
+              size=(300, 154), model=(m, 0))
+    d = g.add("LDDGANDecode", (X0 + 680, Y0), [], size=(240, 66), model=(m, 0), latent=(s, 0))
+    g.add("SaveImage", (X0 + 680, Y0 + 116), ["LDDGAN/emoji"], size=(300, MIN_IMAGE_NODE_H), images=(d, 0))
+    pick = g.add("LatentFromBatch", (X0 + 340, Y0 + 204), [0, 1], title="Latent From Batch (the first emoji)",
+                 size=(300, 82), samples=(s, 0))
+    r = g.add("RepeatLatentBatch", (X0 + 340, Y0 + 336), [4], size=(300, 60), samples=(pick, 0))
+    v = g.add("LDDGANSampler", (X0 + 340, Y0 + 446), [100, "fixed", 1, 0.5], title="LDDGAN Sampler (variations)",
+              size=(300, 154), model=(m, 0), latent=(r, 0))
+    dv = g.add("LDDGANDecode", (X0 + 680, Y0 + 436), [], size=(240, 66), model=(m, 0), latent=(v, 0))
+    g.add("SaveImage", (X0 + 680, Y0 + 552), ["LDDGAN/emoji_variations"], size=(300, MIN_IMAGE_NODE_H),
+          images=(dv, 0))
+    g.note((X0, Y0 + 156), "Emoji variations: four new emoji (seed 7), then four variations of the first one at "
+                           "**denoise 0.5** (its latent re-noised half-way and redrawn; each copy gets its own seed, "
+                           "100 + i). Change batch_index to vary another one, or denoise to redraw more or less.\n\n"
+                           + EMOJI_NOTE, size=(300, 330))
+    return g
+
+
+def emoji_image_to_image(info):
+    g = Graph(info)
+    m = g.add("LDDGANModelLoader", (X0, Y0), [EMOJI, "auto", False], size=(300, 106))
+    i = g.add("LoadImage", (X0, Y0 + 156), ["example.png", "image"], size=(300, 330))
+    e = g.add("LDDGANEncode", (X0 + 340, Y0), ["crop and resize to model size"], size=(300, 90), model=(m, 0),
+              image=(i, 0))
+    r = g.add("RepeatLatentBatch", (X0 + 340, Y0 + 140), [4], size=(300, 60), samples=(e, 0))
+    s = g.add("LDDGANSampler", (X0 + 340, Y0 + 250), [0, "fixed", 1, 0.5], title="LDDGAN Sampler (4 variations)",
+              size=(300, 154), model=(m, 0), latent=(r, 0))
+    d = g.add("LDDGANDecode", (X0 + 680, Y0), [], size=(240, 66), model=(m, 0), latent=(s, 0))
+    g.add("SaveImage", (X0 + 680, Y0 + 116), ["LDDGAN/emoji_image_to_image"], size=(300, MIN_IMAGE_NODE_H),
+          images=(d, 0))
+    g.note((X0 + 680, Y0 + 436), "Your picture, redrawn as an emoji: Load Image (any size; cropped and resized to "
+                                 "64 px) is encoded, re-noised half-way (**denoise 0.5**) and redrawn four times. "
+                                 "Pictures like an emoji (one object, centred, on white) work best.\n\n" + EMOJI_NOTE,
+           size=(300, 330))
+    return g
+
+
 def fixed_seed_batch(info):
     g = Graph(info)
     m = g.add("LDDGANModelLoader", (X0, Y0), [SHIPPED, "auto", False], size=(300, 106))
@@ -180,13 +225,16 @@ def finetune(info):
 
 
 WORKFLOWS = {"lddgan_generate": generate, "lddgan_image_to_image": image_to_image,
-             "lddgan_fixed_seed_batch": fixed_seed_batch, "lddgan_finetune": finetune}
+             "lddgan_fixed_seed_batch": fixed_seed_batch, "lddgan_finetune": finetune,
+             "lddgan_emoji_variations": emoji_variations, "lddgan_emoji_image_to_image": emoji_image_to_image}
 # File names in example_workflows/. ComfyUI's frontend (1.35) reads nothing but the file name for a custom node's
 # template: the card's title is the name as it is, its description the name with '-' and '_' turned into spaces
 # (no title, description or order can be supplied), and the cards come in the order the server lists the files.
 # So the names are the titles. The API twins in tests/workflows/ keep the short ids (the keys).
 TITLES = {"lddgan_generate": "LDDGAN Generate", "lddgan_image_to_image": "LDDGAN Image to Image Variations",
-          "lddgan_fixed_seed_batch": "LDDGAN Fixed Seed Batch", "lddgan_finetune": "LDDGAN Fine-Tune"}
+          "lddgan_fixed_seed_batch": "LDDGAN Fixed Seed Batch", "lddgan_finetune": "LDDGAN Fine-Tune",
+          "lddgan_emoji_variations": "LDDGAN Emoji Variations",
+          "lddgan_emoji_image_to_image": "LDDGAN Emoji Image to Image"}
 ID = {title: key for key, title in TITLES.items()}  # example file stem -> id (API twin: tests/workflows/<id>.api.json)
 
 

@@ -305,6 +305,36 @@ def evaluate_emoji_images(images: torch.Tensor, *, classifier=None, device="cpu"
     return result
 
 
+def sample_images(model, n: int, seed: int = 0, batch: int = 64) -> torch.Tensor:
+    """n samples of `model` (an LDDGAN or a model path / shipped name), seeds seed..seed+n-1, as uint8
+    [n, 3, H, W]."""
+    from ..hub.shipped import resolve_model_path
+    from ..model import LDDGAN, load_model
+
+    for name, v in (("n", n), ("seed", seed), ("batch", batch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1):
+            raise InputError(f"{name}: expected an integer >= {0 if name == 'seed' else 1}, got {v!r}")
+    if not isinstance(model, LDDGAN):
+        model = load_model(resolve_model_path(model))
+    parts = []
+    for start in range(0, n, batch):
+        seeds = list(range(seed + start, seed + min(start + batch, n)))
+        parts.append(checked_uint8(model.decode(model.sample(seeds=seeds)).clamp(-1, 1)))
+    return torch.cat(parts)
+
+
+def evaluate_emoji_model(model, n: int = 1000, seed: int = 0, batch: int = 64, details: bool = False,
+                         log=None) -> tuple[dict, torch.Tensor]:
+    """Sample n pictures of `model` (seeds seed..) and evaluate_emoji_images them; returns (result, samples)."""
+    t0 = time.perf_counter()
+    images = sample_images(model, n, seed, batch)
+    t_sample = time.perf_counter() - t0
+    r = evaluate_emoji_images(images, details=details, source=str(getattr(model, "config", None) and
+                                                                  model.config.name or model), log=log)
+    r["sampling"] = {"n": n, "seed": seed, "seconds": t_sample}
+    return r, images
+
+
 def format_report(r: dict) -> str:
     """The readable summary the CLI prints."""
     lines = [f"{r['what']} {r['source']}: {r['n_samples']} images; feature metrics at n={r['n']} "
@@ -336,17 +366,22 @@ def main(argv=None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--folder", help="a folder of images (png / jpg / webp, one size)")
     src.add_argument("--heldout", action="store_true", help="the held-out split itself: the baseline")
-    p.add_argument("--n", type=int, help="use the first n images of --folder")
+    src.add_argument("--model", help="a model file or a shipped name (emoji): evaluate n samples (seeds 0..n-1)")
+    p.add_argument("--n", type=int, help="use the first n images of --folder; samples of --model (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="--model: sample i uses seed + i")
     p.add_argument("--grid", help="write the 16 closest sample / training pairs to this PNG")
     p.add_argument("--json", help="write the result to this file")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     try:
-        if a.heldout:
-            images, source = real_sets()["heldout"]["images"], "held-out split"
+        if a.model:
+            r, images = evaluate_emoji_model(a.model, a.n or 1000, a.seed, details=bool(a.grid))
         else:
-            images, source = load_image_folder(a.folder, a.n), a.folder
-        r = evaluate_emoji_images(images, details=bool(a.grid), source=source)
+            if a.heldout:
+                images, source = real_sets()["heldout"]["images"], "held-out split"
+            else:
+                images, source = load_image_folder(a.folder, a.n), a.folder
+            r = evaluate_emoji_images(images, details=bool(a.grid), source=source)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

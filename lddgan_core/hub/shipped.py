@@ -12,6 +12,10 @@ DEFAULT_MODEL = os.path.join(MODELS_DIR, "lddgan_shapes32.safetensors")
 # the official_tiny fixture (random weights in the official formats) converted to our format: 16 px noise, kept
 # for fast pipeline tests and as the parity demo
 FIXTURE_MODEL = os.path.join(MODELS_DIR, "lddgan_tiny_fixture.safetensors")
+# the emoji model: trained by the project on Noto Color Emoji pictures (64 px; `python -m lddgan_core.recipes emoji`)
+EMOJI_MODEL = os.path.join(MODELS_DIR, "lddgan_emoji64.safetensors")
+# short names of the shipped models, for --model and the Python API (`lddgan sample --model emoji`)
+SHIPPED_MODELS = {"shapes": DEFAULT_MODEL, "emoji": EMOJI_MODEL, "fixture": FIXTURE_MODEL}
 
 
 def default_model_path() -> str:
@@ -20,10 +24,13 @@ def default_model_path() -> str:
 
 
 def resolve_model_path(name: str | None) -> str:
-    """A file path as given; a manifest id (not a file) resolves to its installed model in the default folder;
-    nothing: the default model."""
+    """A shipped model's short name (SHIPPED_MODELS: shapes, emoji, fixture) resolves to its file; a file path is
+    kept as given; a manifest id (not a file) resolves to its installed model in the default folder; nothing: the
+    default model."""
     if not name:
         return DEFAULT_MODEL
+    if name in SHIPPED_MODELS and not os.path.exists(name):
+        return SHIPPED_MODELS[name]
     if os.path.exists(name) or os.sep in name or name.endswith(".safetensors"):
         return name
     try:

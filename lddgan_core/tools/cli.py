@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_convert)
 
     s = sub.add_parser("sample", help="sample images (PNG files and/or a grid)")
-    s.add_argument("--model", default=None, help="our .safetensors model (default: the model shipped with the pack)")
+    s.add_argument("--model", default=None, help="our .safetensors model, a shipped model (shapes, emoji) or a manifest id (default: shapes, the default model)")
     s.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     s.add_argument("--batch", type=int, default=8)
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")

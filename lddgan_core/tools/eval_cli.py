@@ -21,7 +21,7 @@ def add_eval_command(sub) -> None:
                                    "against held-out procedural shapes (seed 1), next to the real-vs-real ceiling "
                                    "(seed 2 vs seed 1, same n).")
     src = e.add_mutually_exclusive_group()
-    src.add_argument("--model", default=None, help="our .safetensors model or a manifest id (default: the shipped one)")
+    src.add_argument("--model", default=None, help="our .safetensors model, a shipped model (shapes, emoji) or a manifest id (default: shapes, the default model)")
     src.add_argument("--images", default=None, metavar="DIR", help="evaluate the images of this folder (recursive) "
                                                                    "instead of a model")
     e.add_argument("--n", type=int, default=None, help="images generated and real (default 5000; with --images: "
@@ -36,6 +36,19 @@ def add_eval_command(sub) -> None:
     e.add_argument("--classifier", default=None, metavar="FILE", help="shapes classifier (default: the shipped one)")
     e.add_argument("--json", default=None, metavar="PATH", help="also write the full result as JSON")
     e.set_defaults(fn=cmd_eval)
+
+
+def _is_emoji_model(path: str) -> bool:
+    """A model trained on the emoji data (its recipe's name, or the data source in its provenance)."""
+    from ..formats.lddgan_file import read_model_file
+
+    try:
+        meta, _ = read_model_file(path)
+    except Exception:  # noqa: BLE001 - the evaluation's own load reports a bad file
+        return False
+    cfg = meta.get("config_dict", {})
+    prov = cfg.get("provenance", {}) or {}
+    return str(cfg.get("name", "")).startswith("lddgan-emoji") or prov.get("data_dataset") == "emoji"
 
 
 def cmd_eval(a) -> int:
@@ -60,6 +73,16 @@ def cmd_eval(a) -> int:
         result = evaluate_images(images, device=device, source=os.path.abspath(a.images), **kw)
     else:
         path = resolve_model_path(a.model)
+        if _is_emoji_model(path):  # an emoji model is judged against the emoji data, in the emoji classifier's space
+            from ..eval.emoji_eval import evaluate_emoji_model, format_report
+
+            log(f"{path}: an emoji model; evaluating against the emoji data (lddgan_core.eval.emoji_eval)")
+            result, _ = evaluate_emoji_model(path, 1000 if a.n is None else a.n, a.seed, a.batch, log=log)
+            print(format_report(result))
+            if a.json:
+                atomic_write_text(a.json, json.dumps(result, indent=1) + "\n")
+                print(f"wrote {a.json}")
+            return 0
         result = evaluate_model(path, n=5000 if a.n is None else a.n, seed=a.seed, batch=a.batch, device=device, **kw)
     print(format_table(result))
     if a.json:

@@ -269,7 +269,7 @@ def _gan_args(p: argparse.ArgumentParser, lr_g: float, ema: float, warmup: bool,
 
 def add_train_commands(sub) -> None:
     f = sub.add_parser("finetune", help="fine-tune a model on a folder of images (Weighted Learning)")
-    f.add_argument("--model", default=None, help="our .safetensors model or a manifest id (default: the shipped one)")
+    f.add_argument("--model", default=None, help="our .safetensors model, a shipped model (shapes, emoji) or a manifest id (default: shapes, the default model)")
     _common(f, steps=FINETUNE_DEFAULTS["steps"], batch=FINETUNE_DEFAULTS["batch_size"])
     _gan_args(f, lr_g=5e-5, ema=0.999, warmup=True, **{k: FINETUNE_DEFAULTS[k] for k in
                                                         ("d_augment", "ada_target", "ada_kimg")})
