@@ -85,11 +85,14 @@ class Stage(nn.Module):
         return x
 
 
-class ShapesClassifier(nn.Module):
-    """images [N, 3, H, W] in [-1, 1] -> features [N, D] (global average pool of the last stage) -> logits [N, 16].
-    Stages are keyed by resolution ('32x32', '16x16', '8x8'); a 2x2 average pool sits between them."""
+class StagedCNN(nn.Module):
+    """The trunk both project classifiers share: Stage blocks keyed by resolution ('32x32', '16x16', ...) with a
+    2x2 average pool between them; images are prepared to the config's size; features are the global average
+    pool of the last stage. Subclasses add their heads (after calling __init__) and set WHAT (for errors)."""
 
-    def __init__(self, config: ClassifierConfig = ClassifierConfig()):
+    WHAT = "classifier"
+
+    def __init__(self, config):
         super().__init__()
         self.config = config
         self.stages = nn.ModuleDict()
@@ -97,14 +100,14 @@ class ShapesClassifier(nn.Module):
         for c, n in zip(config.channels, config.convs):
             self.stages[f"{res}x{res}"] = Stage(c_in, c, n, config.groups)
             c_in, res = c, res // 2
-        self.head = nn.Linear(c_in, config.num_modes)
+        self.width = c_in  # feature dimension
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (0..255) or float ([-1, 1]) [N, 3, H, W] -> float [N, 3, S, S] in [-1, 1] on this module's device."""
         if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
-            raise InputError(f"classifier: expected images [N, 3, H, W], got "
+            raise InputError(f"{self.WHAT}: expected images [N, 3, H, W], got "
                              f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
-        p = self.head.weight
+        p = next(self.parameters())
         x = images.to(p.device)
         x = x.to(p.dtype) / 127.5 - 1 if x.dtype == torch.uint8 else x.to(p.dtype)
         s = self.config.image_size
@@ -119,6 +122,14 @@ class ShapesClassifier(nn.Module):
                 x = F.avg_pool2d(x, 2)
             x = stage(x)
         return x.mean(dim=(2, 3))
+
+
+class ShapesClassifier(StagedCNN):
+    """images [N, 3, H, W] in [-1, 1] -> features [N, D] (global average pool of the last stage) -> logits [N, 16]."""
+
+    def __init__(self, config: ClassifierConfig = ClassifierConfig()):
+        super().__init__(config)
+        self.head = nn.Linear(self.width, config.num_modes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images -> logits [N, num_modes]."""

@@ -49,7 +49,7 @@ from ..atomic import atomic_write
 from ..errors import CheckpointError, ConfigError, InputError
 from ..formats.lddgan_file import key_mismatch
 from ..formats.safe_load import read_safetensors
-from .classifier import Stage, _blur, learning_rate, outlier_images
+from .classifier import StagedCNN, _blur, learning_rate, outlier_images
 
 FORMAT_NAME = "lddgan-emoji-classifier"
 FORMAT_VERSION = 1
@@ -91,42 +91,17 @@ class EmojiClassifierConfig:
         return cfg
 
 
-class EmojiClassifier(nn.Module):
+class EmojiClassifier(StagedCNN):
     """images [N, 3, H, W] -> features [N, D] (global average pool of the last stage) -> group logits [N, 9] and
-    subgroup logits [N, 99] (two linear heads on the shared trunk). Stages are keyed by resolution ('64x64',
-    '32x32', ...); a 2x2 average pool sits between them."""
+    subgroup logits [N, 99] (two linear heads on the shared trunk, classifier.StagedCNN: stages keyed by
+    resolution '64x64', '32x32', ...)."""
+
+    WHAT = "emoji classifier"
 
     def __init__(self, config: EmojiClassifierConfig = EmojiClassifierConfig()):
-        super().__init__()
-        self.config = config
-        self.stages = nn.ModuleDict()
-        c_in, res = 3, config.image_size
-        for c, n in zip(config.channels, config.convs):
-            self.stages[f"{res}x{res}"] = Stage(c_in, c, n, config.groups)
-            c_in, res = c, res // 2
-        self.group_head = nn.Linear(c_in, config.num_groups)
-        self.subgroup_head = nn.Linear(c_in, config.num_subgroups)
-
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (0..255) or float ([-1, 1]) [N, 3, H, W] -> float [N, 3, S, S] in [-1, 1] on this module's device."""
-        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
-            raise InputError(f"emoji classifier: expected images [N, 3, H, W], got "
-                             f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
-        p = self.group_head.weight
-        x = images.to(p.device)
-        x = x.to(p.dtype) / 127.5 - 1 if x.dtype == torch.uint8 else x.to(p.dtype)
-        s = self.config.image_size
-        if tuple(x.shape[2:]) != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        return x
-
-    def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """prepared images -> features [N, D]."""
-        for i, stage in enumerate(self.stages.values()):
-            if i:
-                x = F.avg_pool2d(x, 2)
-            x = stage(x)
-        return x.mean(dim=(2, 3))
+        super().__init__(config)
+        self.group_head = nn.Linear(self.width, config.num_groups)
+        self.subgroup_head = nn.Linear(self.width, config.num_subgroups)
 
     def heads(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.group_head(f), self.subgroup_head(f)

@@ -50,7 +50,8 @@ def test_examples_exist_with_thumbnails():
 
     # the frontend shows a custom node's template under its file name: the names are the cards' titles
     assert {p.stem for p in EXAMPLES} == {"LDDGAN Generate", "LDDGAN Image to Image Variations",
-                                          "LDDGAN Fixed Seed Batch", "LDDGAN Fine-Tune"}
+                                          "LDDGAN Fixed Seed Batch", "LDDGAN Fine-Tune", "LDDGAN Emoji Variations",
+                                          "LDDGAN Emoji Image to Image"}
     assert {B.ID[p.stem] for p in EXAMPLES} == set(B.WORKFLOWS)
     for p in EXAMPLES:
         thumb = Image.open(p.with_suffix(".jpg"))
@@ -115,6 +116,33 @@ def test_image_to_image_makes_variations_of_the_input(input_dir):
     x = CW._load_image(os.path.join(input_dir, "example.png"))
     ref = P.LDDGANDecode().decode(model, P.LDDGANEncode().encode(model, x, "crop and resize to model size")[0])[0]
     torch.testing.assert_close(same, ref.repeat(4, 1, 1, 1), rtol=0, atol=5e-5)
+
+
+def _rms(a, b):
+    return ((a - b) ** 2).mean(dim=(1, 2, 3)).sqrt()
+
+
+def test_emoji_variations_stay_near_the_emoji_they_vary(input_dir):
+    saved = dict(CW.run_offline(_api("lddgan_emoji_variations"), P.NODE_CLASS_MAPPINGS, input_dir))
+    new, var = saved["LDDGAN/emoji"], saved["LDDGAN/emoji_variations"]
+    assert new.shape == (4, 64, 64, 3) and var.shape == (4, 64, 64, 3)
+    assert min(float((var[i] - var[j]).abs().max()) for i in range(4) for j in range(i)) > 1e-2  # 4 variations
+    # denoise 0.5 of emoji 0: nearer to it than the other new emoji are (their mean distance to it)
+    others = float(_rms(new[1:], new[:1]).mean())
+    near = _rms(var, new[:1])
+    print(f"emoji variations: RMS to the varied emoji {near.tolist()}, other emoji {others:.3f}")
+    assert float(near.max()) < others
+
+
+def test_emoji_image_to_image_keeps_the_loaded_picture(input_dir):
+    (_, out), = CW.run_offline(_api("lddgan_emoji_image_to_image"), P.NODE_CLASS_MAPPINGS, input_dir)
+    assert out.shape == (4, 64, 64, 3)
+    model = P.LDDGANModelLoader().load(B.EMOJI)[0]
+    x = CW._load_image(os.path.join(input_dir, "example.png"))
+    ref = P.LDDGANDecode().decode(model, P.LDDGANEncode().encode(model, x, "crop and resize to model size")[0])[0]
+    fresh = P.LDDGANDecode().decode(model, P.LDDGANSampler().sample(model, 0, 4, 1.0)[0])[0]
+    # denoise 0.5 redraws the picture: nearer to it than new emoji are
+    assert float(_rms(out, ref).max()) < float(_rms(fresh, ref).min())
 
 
 def test_finetune_example_trains_saves_and_resumes(input_dir, tmp_path, monkeypatch):

@@ -2,7 +2,6 @@
 models' short names resolve; `lddgan eval` judges an emoji model against the emoji data."""
 import dataclasses
 import json
-import os
 
 import pytest
 import torch
