@@ -257,7 +257,7 @@ def train_shapes(out: str, recipe: ShapesRecipe = SHAPES_RECIPE, *, log=None, pr
 # the shapes model's GAN settings, and what a dataset of 1,370 pictures needs: augmented copies of every picture
 # in the latents (mirror, small shifts) and D's inputs augmented with an adaptive probability (StyleGAN2-ADA)
 EMOJI_AUTOENCODER = dict(kind="kl", embed_dim=4, z_channels=4, ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=1)
-EMOJI_GAN = dataclasses.replace(SHAPES_GAN, steps=3000, ema_warmup=True, d_augment="translation,cutout",
+EMOJI_GAN = dataclasses.replace(SHAPES_GAN, steps=4000, ema_warmup=True, d_augment="translation,cutout",
                                 ada_target=0.6, ada_kimg=20.0, sample_every=500)
 
 

@@ -182,7 +182,8 @@ def test_example_workflows_run_and_repeat(server, info, path):
     src = {str(n): str(a) for _l, a, _s, n, _t, _ty in ui["links"]}  # (one input each) node -> its source node
     enlarged = [(str(n["id"]), src[str(n["id"])]) for n in ui["nodes"] if n["type"] == "PreviewImage"
                 and api[src[str(n["id"])]]["class_type"] == "ImageScaleBy"]
-    assert enlarged or key == "lddgan_finetune", key
+    # (the emoji model's 64 px pictures are shown as they are)
+    assert enlarged or key in ("lddgan_finetune", "lddgan_emoji_variations", "lddgan_emoji_image_to_image"), key
     for preview, up in enlarged:
         (save,) = [s_ for s_ in saves if src[s_] == src[up]]  # the Save Image of the same decoded images
         assert api[up]["inputs"]["upscale_method"] == "nearest-exact" and api[up]["inputs"]["scale_by"] == 4.0
@@ -201,6 +202,16 @@ def test_example_workflows_run_and_repeat(server, info, path):
         assert os.path.isfile(os.path.join(server.base, "models", "lddgan", name))
         loader = server.get_json("/object_info/LDDGANModelLoader")["LDDGANModelLoader"]
         assert name in loader["input"]["required"]["model_name"][0]
+    elif key == "lddgan_emoji_variations":
+        new, var = (first[s_] for s_ in saves)
+        _check_images(new, 4, 64)
+        _check_images(var, 4, 64)
+        rms = lambda a, b: np.sqrt(((a.astype(float) - b) ** 2).mean())  # noqa: E731
+        assert max(rms(v, new[0]) for v in var) < np.mean([rms(n, new[0]) for n in new[1:]])  # near the varied one
+    elif key == "lddgan_emoji_image_to_image":
+        (out,) = (first[s_] for s_ in saves)
+        _check_images(out, 4, 64)
+        assert min(np.abs(out[i].astype(int) - out[j]).max() for i in range(4) for j in range(i)) > 0
     else:
         batch, single = (first[s_] for s_ in saves)
         _check_images(batch, 8, 32)

@@ -1,0 +1,61 @@
+"""The shipped emoji model: what the emoji recipe says it is, within its size budget, reachable by its short name,
+and it really draws emoji (the emoji evaluation against an untrained model of the same architecture)."""
+import dataclasses
+import json
+import os
+
+import pytest
+import torch
+
+import lddgan_core as L
+from emoji_util import needs_sources
+from lddgan_core.hub.shipped import EMOJI_MODEL, resolve_model_path
+from lddgan_core.tools.recipes import EMOJI_AUTOENCODER, EMOJI_RECIPE, EmojiRecipe
+
+N = 256  # samples per check (seeds 0..255)
+# measured for the shipped file at N=256: see MEASURED below (bounds leave a margin)
+MAX_FID, MIN_PRECISION, MIN_RECALL, MAX_GROUP_KL, MAX_COPY_SHARE = None, None, None, None, None
+
+
+@pytest.fixture(scope="module")
+def emoji():
+    return L.load("emoji")
+
+
+def test_file_and_config_match_the_recipe(emoji):
+    assert resolve_model_path("emoji") == EMOJI_MODEL and os.path.getsize(EMOJI_MODEL) <= 25_000_000
+    assert L.load(EMOJI_MODEL, dtype=None).dtype == torch.float16
+    cfg = emoji.config
+    assert cfg.image_size == 64 and cfg.name == "lddgan-emoji64" and emoji.num_timesteps == EMOJI_RECIPE.timesteps
+    for k, v in EMOJI_AUTOENCODER.items():
+        assert getattr(cfg.autoencoder, k) == (tuple(v) if isinstance(v, (list, tuple)) else v), k
+    recipe = EmojiRecipe.from_dict(json.loads(cfg.provenance["recipe"]))
+    for f in dataclasses.fields(EmojiRecipe):  # made by `python -m lddgan_core.recipes emoji` as it is now
+        assert getattr(recipe, f.name) == getattr(EMOJI_RECIPE, f.name), f.name
+    prov = cfg.provenance
+    assert prov["data_dataset"] == "emoji" and prov["data_font_version"] and prov["data_emoji_test_version"]
+    assert int(prov["images"]) == 1370
+
+
+@needs_sources
+def test_it_draws_emoji(emoji, one_thread):
+    from lddgan_core.eval.emoji_eval import evaluate_emoji_model
+
+    r, _ = evaluate_emoji_model(emoji, N)
+    u, _ = evaluate_emoji_model(L.LDDGAN(emoji.config).eval(), N)  # untrained: the same architecture
+    g, ug = r["vs_heldout"]["generated"], u["vs_heldout"]["generated"]
+    print("shipped emoji model at N=256:", {k: round(g[k], 3) for k in ("fid", "precision", "recall")},
+          "group KL", round(r["groups"]["generated"]["kl_gen_data"], 3),
+          "copy share", r["memorisation"]["pixel"]["frac_closer_than_heldout_p5"])
+    assert g["fid"] < MAX_FID and ug["fid"] > 2 * g["fid"]
+    assert g["precision"] > MIN_PRECISION and g["recall"] > MIN_RECALL
+    assert r["groups"]["generated"]["kl_gen_data"] < MAX_GROUP_KL < u["groups"]["generated"]["kl_gen_data"]
+    # it does not copy its training pictures: as few samples sit closer to a training emoji than held-out emoji do
+    assert r["memorisation"]["pixel"]["frac_closer_than_heldout_p5"] < MAX_COPY_SHARE
+
+
+def test_seeds_reproduce_and_differ(emoji):
+    a = emoji.decode(emoji.sample(seeds=[7, 8]))
+    b = emoji.decode(emoji.sample(seeds=[7]))
+    assert a.shape == (2, 3, 64, 64) and (a[0] - b[0]).abs().max() < 1e-4
+    assert (a[0] - a[1]).abs().max() > 0.3
