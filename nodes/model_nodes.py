@@ -48,6 +48,7 @@ class LDDGANModelLoader:
                 "model_name": (loadable_models() + runtime.download_choices(), {
                     "tooltip": "An LDDGAN .safetensors model from models/lddgan or shipped with the pack "
                                "(lddgan_shapes32: the default, trained on procedural coloured shapes, 32x32 px; "
+                               "lddgan_emoji64: colour emoji, 64x64 px, trained on Noto Color Emoji pictures; "
                                "lddgan_tiny_fixture: 16x16 px, random weights, for testing graphs). Fine-tune "
                                "side files (.discriminator, .cache, .tmp-) are not listed. A model written by "
                                "Save Model or Fine-Tune appears when that node has run (else press R). Entries "

@@ -13,8 +13,11 @@ from lddgan_core.hub.shipped import EMOJI_MODEL, resolve_model_path
 from lddgan_core.tools.recipes import EMOJI_AUTOENCODER, EMOJI_RECIPE, EmojiRecipe
 
 N = 256  # samples per check (seeds 0..255)
-# measured for the shipped file at N=256: see MEASURED below (bounds leave a margin)
-MAX_FID, MIN_PRECISION, MIN_RECALL, MAX_GROUP_KL, MAX_COPY_SHARE = None, None, None, None, None
+# measured for the shipped file at N=256 (2026-12-02; vs held-out at n=238): FID 22.8, precision 0.903, recall 0.437,
+# coverage 0.651, group KL(gen||data) 0.316, share of samples nearer a training picture than the held-out p5 0.027;
+# the untrained network: 171.6, 1.0 (one dense clump: precision alone means little here), 0.0, 0.004, 1.84, 0.
+# Bounds leave a margin.
+MAX_FID, MIN_PRECISION, MIN_RECALL, MIN_COVERAGE, MAX_GROUP_KL, MAX_COPY_SHARE = 30.0, 0.75, 0.3, 0.5, 0.5, 0.06
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,8 @@ def test_it_draws_emoji(emoji, one_thread):
           "group KL", round(r["groups"]["generated"]["kl_gen_data"], 3),
           "copy share", r["memorisation"]["pixel"]["frac_closer_than_heldout_p5"])
     assert g["fid"] < MAX_FID and ug["fid"] > 2 * g["fid"]
-    assert g["precision"] > MIN_PRECISION and g["recall"] > MIN_RECALL
+    assert g["precision"] > MIN_PRECISION and g["recall"] > MIN_RECALL > 10 * ug["recall"]
+    assert g["coverage"] > MIN_COVERAGE > 10 * ug["coverage"]
     assert r["groups"]["generated"]["kl_gen_data"] < MAX_GROUP_KL < u["groups"]["generated"]["kl_gen_data"]
     # it does not copy its training pictures: as few samples sit closer to a training emoji than held-out emoji do
     assert r["memorisation"]["pixel"]["frac_closer_than_heldout_p5"] < MAX_COPY_SHARE

@@ -118,6 +118,14 @@ def test_image_to_image_makes_variations_of_the_input(input_dir):
     torch.testing.assert_close(same, ref.repeat(4, 1, 1, 1), rtol=0, atol=5e-5)
 
 
+def test_model_loader_lists_the_shipped_models_by_clear_names():
+    spec = P.LDDGANModelLoader.INPUT_TYPES()["required"]["model_name"]
+    assert {B.SHIPPED, B.EMOJI} <= set(spec[0])
+    assert "lddgan_emoji64: colour emoji, 64x64 px" in spec[1]["tooltip"]
+    model = P.LDDGANModelLoader().load(B.EMOJI)[0]
+    assert model.config.image_size == 64 and model.config.name == "lddgan-emoji64"
+
+
 def _rms(a, b):
     return ((a - b) ** 2).mean(dim=(1, 2, 3)).sqrt()
 
