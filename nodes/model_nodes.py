@@ -7,7 +7,7 @@ import re
 import torch
 
 from . import listing, runtime
-from .lib import L, check_paths_fit, parse_dtype, save_model
+from .lib import L, check_paths_fit, default_model_path, parse_dtype, save_model
 
 MODEL_TYPE = "LDDGAN_MODEL"
 PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
@@ -16,8 +16,11 @@ _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
 
 
 def loadable_models() -> list[str]:
-    """The loader's list: LDDGAN models in the model folders, without fine-tune side files or temporary files."""
-    return listing.loadable(runtime.list_models(), runtime.resolve_model)
+    """The loader's list: LDDGAN models in the model folders, without fine-tune side files or temporary files; the
+    shipped default model first (a new Model Loader preselects the first choice), the rest in name order."""
+    names = listing.loadable(runtime.list_models(), runtime.resolve_model)
+    default = os.path.basename(default_model_path())
+    return [default] + [n for n in names if n != default] if default in names else names
 
 
 def load_precision(precision: str, device: torch.device):

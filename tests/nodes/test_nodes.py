@@ -171,8 +171,9 @@ def test_loader_lists_shipped_and_folder_models(tmp_path, monkeypatch, random_mo
     names = P.LDDGANModelLoader.INPUT_TYPES()["required"]["model_name"][0]
     # local models first; the shipped manifest adds its not-yet-installed entries as "[download] ..." choices
     local = [n for n in names if not n.startswith("[download] ")]
-    assert local == sorted(["lddgan_shapes32.safetensors", "lddgan_emoji64.safetensors", SHIPPED, "sub/mine.safetensors"])
-    assert local[0] == os.path.basename(default_model_path())  # the trained default is the first (preselected) choice
+    # the trained default is the first (preselected) choice, then the others in name order
+    assert local[0] == os.path.basename(default_model_path()) == "lddgan_shapes32.safetensors"
+    assert local[1:] == sorted(["lddgan_emoji64.safetensors", SHIPPED, "sub/mine.safetensors"])
     assert "[download] lddgan_cifar10.safetensors" in names
     m = P.LDDGANModelLoader().load("sub/mine.safetensors")[0]
     assert m.config.name == "tiny_kl" and m.dtype == torch.float32
