@@ -88,3 +88,19 @@ def test_shipped_short_names_resolve(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "emoji").write_bytes(b"x")
     assert shipped.resolve_model_path("emoji") == "emoji"
+
+
+@needs_sources
+def test_autoencoder_probe_reports_heldout_reconstruction(tmp_path, one_thread):
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import emoji_ae_probe
+
+    assert emoji_ae_probe.main([str(tmp_path), "--steps", "2", "--batch", "4", "--ch-mult", "1,1", "--size", "32"]) == 0
+    with open(tmp_path / "probe.json") as f:
+        r = json.load(f)
+    assert r["latent_side"] == 16 and r["steps"] == 2 and 0 < r["heldout_psnr_db"] < 40 and r["heldout_recon_fid"] > 0
+    assert (tmp_path / "reconstructions.png").is_file()
