@@ -39,16 +39,18 @@ def add_eval_command(sub) -> None:
 
 
 def _is_emoji_model(path: str) -> bool:
-    """A model trained on the emoji data (its recipe's name, or the data source in its provenance)."""
-    from ..formats.lddgan_file import read_model_file
+    """A model trained on the emoji data (its recipe's name, or the data source in its provenance). Reads only the
+    file's header (its metadata): the evaluation loads the weights itself."""
+    from safetensors import safe_open
 
     try:
-        meta, _ = read_model_file(path)
-    except Exception:  # noqa: BLE001 - the evaluation's own load reports a bad file
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+        cfg = json.loads(meta.get("config", "{}"))
+        prov = cfg.get("provenance", {}) or {}
+        return str(cfg.get("name", "")).startswith("lddgan-emoji") or prov.get("data_dataset") == "emoji"
+    except Exception:  # noqa: BLE001 - not a readable LDDGAN file: the evaluation's own load reports it
         return False
-    cfg = meta.get("config_dict", {})
-    prov = cfg.get("provenance", {}) or {}
-    return str(cfg.get("name", "")).startswith("lddgan-emoji") or prov.get("data_dataset") == "emoji"
 
 
 def cmd_eval(a) -> int:
