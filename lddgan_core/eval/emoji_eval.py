@@ -21,6 +21,14 @@ result states every n. Group histogram: the classifier's predicted groups of all
 predictions on the training split (the data the generator learnt), KL(gen || data) and KL(data || gen);
 the ceiling is the held-out split's predicted histogram.
 
+Sharpness: the classifier's features are trained to ignore blur (its augmentation), so a model that draws
+emoji-coloured blobs can score a high precision in them (an untrained generator's samples did: 1.0). The
+"sharpness" entry therefore measures detail directly: edge_energy, the mean absolute difference between
+neighbouring grey levels of a picture; its median over the samples against the held-out emoji's median
+(ratio_to_heldout: about 1 for pictures as detailed as real emoji, well below 1 for blur; noise would push it
+above 1, so it is read with the picture). For a model, also the held-out emoji passed through its autoencoder:
+the detail the generator could draw at best in that latent space.
+
 Memorisation check: for each sample, the distance to its nearest TRAINING image; the same for each HELD-OUT
 emoji (the baseline: other emoji drawn in the same style, which no one copied). Pixel space is primary:
 the RMS difference over pixels and channels in [0, 1] at 64 px (the unit of lddgan_core.data.emoji's
@@ -103,6 +111,25 @@ def pixel_vectors(images: torch.Tensor, size: int = PIXEL_SIZE) -> torch.Tensor:
     return resize_uint8(images, size).reshape(images.shape[0], -1).float() / 255
 
 
+def edge_energy(images: torch.Tensor, size: int = PIXEL_SIZE) -> torch.Tensor:
+    """Per picture (float64 [N]): the mean absolute difference between neighbouring pixels (right and down) of its
+    grey level in [0, 1] at `size` px: how much edge and detail it holds. Blur lowers it; the sharpness summary
+    compares its median over samples with the same over real emoji (module docstring)."""
+    x = resize_uint8(images, size).double() / 255
+    y = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    dx = (y[:, :, 1:] - y[:, :, :-1]).abs().flatten(1).mean(1)
+    dy = (y[:, 1:, :] - y[:, :-1, :]).abs().flatten(1).mean(1)
+    return (dx + dy) / 2
+
+
+def sharpness(gen: torch.Tensor, held: torch.Tensor, train: torch.Tensor) -> dict:
+    """Median edge_energy of the samples, the held-out and the training emoji, and the samples' ratio to the
+    held-out emoji (about 1: as much detail as real emoji; well below 1: blurred)."""
+    med = lambda e: float(e.median())  # noqa: E731
+    g, h, t = med(gen), med(held), med(train)
+    return {"generated": g, "heldout": h, "train": t, "ratio_to_heldout": g / h}
+
+
 def featurize(classifier, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """uint8 images -> {"features" [N, D], "group", "subgroup" (predicted, int64 [N]), "confidence" (top group
     probability [N])}, all on the CPU."""
@@ -133,6 +160,7 @@ def real_sets(classifier=None, size: int = PIXEL_SIZE, font=None, emoji_test=Non
         out = {}
         for split, (images, labels) in emoji_images(size, font, emoji_test).items():
             out[split] = dict(featurize(classifier, images), images=images, pixels=pixel_vectors(images),
+                              edges=edge_energy(images),
                               group_true=labels["group"], subgroup_true=labels["subgroup"], index=labels["index"])
         return out
 
@@ -294,6 +322,7 @@ def evaluate_emoji_images(images: torch.Tensor, *, classifier=None, device="cpu"
                         "data_histogram": histogram(train["group"]),
                         "data_histogram_true": histogram(train["group_true"]),
                         "group_names": info.get("group_names")}
+    result["sharpness"] = sharpness(edge_energy(images), held["edges"], train["edges"])
     mem = memorisation_check(gen, train, held)
     result["memorisation"] = {k: v for k, v in mem.items() if k != "details"}
     result["classifier"] = {"path": getattr(clf, "path", None),
@@ -305,17 +334,21 @@ def evaluate_emoji_images(images: torch.Tensor, *, classifier=None, device="cpu"
     return result
 
 
-def sample_images(model, n: int, seed: int = 0, batch: int = 64) -> torch.Tensor:
-    """n samples of `model` (an LDDGAN or a model path / shipped name), seeds seed..seed+n-1, as uint8
-    [n, 3, H, W]."""
+def _as_model(model):
+    """An LDDGAN as is; a model path or a shipped name, loaded."""
     from ..hub.shipped import resolve_model_path
     from ..model import LDDGAN, load_model
 
+    return model if isinstance(model, LDDGAN) else load_model(resolve_model_path(model))
+
+
+def sample_images(model, n: int, seed: int = 0, batch: int = 64) -> torch.Tensor:
+    """n samples of `model` (an LDDGAN or a model path / shipped name), seeds seed..seed+n-1, as uint8
+    [n, 3, H, W]."""
     for name, v in (("n", n), ("seed", seed), ("batch", batch)):
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "seed" else 1):
             raise InputError(f"{name}: expected an integer >= {0 if name == 'seed' else 1}, got {v!r}")
-    if not isinstance(model, LDDGAN):
-        model = load_model(resolve_model_path(model))
+    model = _as_model(model)
     parts = []
     for start in range(0, n, batch):
         seeds = list(range(seed + start, seed + min(start + batch, n)))
@@ -325,14 +358,31 @@ def sample_images(model, n: int, seed: int = 0, batch: int = 64) -> torch.Tensor
 
 def evaluate_emoji_model(model, n: int = 1000, seed: int = 0, batch: int = 64, details: bool = False,
                          log=None) -> tuple[dict, torch.Tensor]:
-    """Sample n pictures of `model` (seeds seed..) and evaluate_emoji_images them; returns (result, samples)."""
+    """Sample n pictures of `model` (seeds seed..) and evaluate_emoji_images them; returns (result, samples).
+    The result's "sharpness" also holds the edge energy of the held-out emoji passed through the model's own
+    autoencoder ("autoencoder_heldout"): what the autoencoder lets through, against what the generator draws."""
+    source = str(getattr(model, "config", None) and model.config.name or model)
+    model = _as_model(model)
     t0 = time.perf_counter()
     images = sample_images(model, n, seed, batch)
     t_sample = time.perf_counter() - t0
-    r = evaluate_emoji_images(images, details=details, source=str(getattr(model, "config", None) and
-                                                                  model.config.name or model), log=log)
+    r = evaluate_emoji_images(images, details=details, source=source, log=log)
     r["sampling"] = {"n": n, "seed": seed, "seconds": t_sample}
+    held = real_sets()["heldout"]
+    rec = edge_energy(reconstruct(model, resize_uint8(held["images"], images.shape[-1]), batch))
+    r["sharpness"]["autoencoder_heldout"] = float(rec.median())
+    r["sharpness"]["autoencoder_ratio_to_heldout"] = float(rec.median()) / r["sharpness"]["heldout"]
     return r, images
+
+
+def reconstruct(model, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """uint8 pictures through `model`'s autoencoder (encode, decode) -> uint8: the sharpest a generator in its
+    latent space can draw them."""
+    parts = []
+    for start in range(0, len(images), batch):
+        x = images[start:start + batch].float() / 127.5 - 1
+        parts.append(checked_uint8(model.decode(model.encode(x)).clamp(-1, 1)))
+    return torch.cat(parts)
 
 
 def format_report(r: dict) -> str:
@@ -343,6 +393,12 @@ def format_report(r: dict) -> str:
     for k in ("fid", "precision", "recall", "density", "coverage"):
         v = [r[ref][side][k] for ref in ("vs_heldout", "vs_train") for side in ("generated", "ceiling")]
         lines.append(f"{k:<10} | {v[0]:>11.3f} | {v[1]:>8.3f} | {v[2]:>9.3f} | {v[3]:>8.3f}")
+    sh = r.get("sharpness")
+    if sh:
+        ae = (f"; the model's autoencoder on held-out emoji {sh['autoencoder_heldout']:.4f} "
+              f"({sh['autoencoder_ratio_to_heldout']:.2f})" if "autoencoder_heldout" in sh else "")
+        lines.append(f"edge energy (median): samples {sh['generated']:.4f}, held-out {sh['heldout']:.4f}, ratio "
+                     f"{sh['ratio_to_heldout']:.2f}{ae}")
     g, gc = r["groups"]["generated"], r["groups"]["ceiling"]
     lines.append(f"groups: KL(gen||data) {g['kl_gen_data']:.4f} (held-out {gc['kl_gen_data']:.4f}), "
                  f"{g['groups_covered']} groups / {g['subgroups_covered']} subgroups predicted")

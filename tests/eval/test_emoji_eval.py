@@ -172,6 +172,34 @@ def test_heldout_as_samples_reproduces_the_ceilings(tiny, real):
         EV.evaluate_emoji_images(held["images"][:5], classifier=tiny)
 
 
+def test_edge_energy_falls_with_blur_and_ignores_flat_pictures():
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((4, 3, 64, 64), 255, dtype=torch.uint8)
+    x[:, :, 16:48, 16:48] = torch.randint(0, 256, (4, 3, 32, 32), generator=g, dtype=torch.uint8)
+    e = EV.edge_energy(x)
+    assert e.shape == (4,) and e.dtype == torch.float64 and (e > 0.05).all()
+    assert EV.edge_energy(torch.full((2, 3, 64, 64), 200, dtype=torch.uint8)).tolist() == [0.0, 0.0]
+    blurred = torch.nn.functional.avg_pool2d(x.float(), 5, 1, 2, count_include_pad=False).round().to(torch.uint8)
+    assert (EV.edge_energy(blurred) < 0.5 * e).all()
+    # one vertical edge from black to white: exactly half the rows' right-hand steps are 1
+    step = torch.zeros(1, 3, 64, 64, dtype=torch.uint8)
+    step[..., 32:] = 255
+    assert EV.edge_energy(step).item() == pytest.approx(1 / 63 / 2)  # each row: one step of 1 in 63 differences
+    s = EV.sharpness(EV.edge_energy(blurred), e, e)
+    assert s["ratio_to_heldout"] == pytest.approx(float(EV.edge_energy(blurred).median() / e.median()))
+    assert s["ratio_to_heldout"] < 0.5 and s["generated"] < s["heldout"] == s["train"]
+
+
+@needs_sources
+def test_sharpness_of_blurred_heldout_emoji(tiny, real):
+    held = real["heldout"]
+    same = EV.evaluate_emoji_images(held["images"], classifier=tiny)["sharpness"]
+    assert same["ratio_to_heldout"] == 1.0 and 0.5 < same["train"] / same["heldout"] < 2
+    blurred = torch.nn.functional.avg_pool2d(held["images"].float(), 3, 1, 1, count_include_pad=False)
+    soft = EV.evaluate_emoji_images(blurred.round().to(torch.uint8), classifier=tiny)["sharpness"]
+    assert soft["ratio_to_heldout"] < 0.8
+
+
 # -- the shipped classifier ------------------------------------------------------------------------------------
 @needs_sources
 @pytest.mark.skipif(not os.path.isfile(DEFAULT_PATH), reason="the shipped emoji classifier is not built")
