@@ -139,7 +139,7 @@ def image_to_image(info):
 def emoji_variations(info):
     g = Graph(info)
     m = g.add("LDDGANModelLoader", (X0, Y0), [EMOJI, "auto", False], size=(300, 106))
-    s = g.add("LDDGANSampler", (X0 + 340, Y0), [49, "fixed", 4, 1.0], title="LDDGAN Sampler (4 new emoji)",
+    s = g.add("LDDGANSampler", (X0 + 340, Y0), [23, "fixed", 4, 1.0], title="LDDGAN Sampler (4 new emoji)",
               size=(300, 154), model=(m, 0))
     d = g.add("LDDGANDecode", (X0 + 680, Y0), [], size=(240, 66), model=(m, 0), latent=(s, 0))
     g.add("SaveImage", (X0 + 680, Y0 + 116), ["LDDGAN/emoji"], size=(300, MIN_IMAGE_NODE_H), images=(d, 0))
@@ -151,7 +151,7 @@ def emoji_variations(info):
     dv = g.add("LDDGANDecode", (X0 + 680, Y0 + 436), [], size=(240, 66), model=(m, 0), latent=(v, 0))
     g.add("SaveImage", (X0 + 680, Y0 + 552), ["LDDGAN/emoji_variations"], size=(300, MIN_IMAGE_NODE_H),
           images=(dv, 0))
-    g.note((X0, Y0 + 156), "Emoji variations: four new emoji (seed 49), then four variations of the first one at "
+    g.note((X0, Y0 + 156), "Emoji variations: four new emoji (seed 23), then four variations of the first one at "
                            "**denoise 0.5** (its latent re-noised half-way and redrawn; each copy gets its own seed, "
                            "100 + i). Change batch_index to vary another one, or denoise to redraw more or less.\n\n"
                            + EMOJI_NOTE, size=(300, 330))
