@@ -75,7 +75,8 @@ def decode_tile_size(ae_cfg, shape, opts: FastOptions, elem: int, budget: float,
             t += MIN_TILE
         if decode_bytes_per_image(ae_cfg, t, t, elem) > budget:
             warnings.warn(f"decode: even {t}x{t}-latent tiles need about "
-                          f"{decode_bytes_per_image(ae_cfg, t, t, elem) >> 20} MiB, over the {int(budget) >> 20} MiB "
+                          f"{decode_bytes_per_image(ae_cfg, t, t, elem) / 2**20:.1f} MiB, over the "
+                          f"{budget / 2**20:.1f} MiB "
                           f"budget; decoding with the smallest tiles", RuntimeWarning, stacklevel=4)
     return None if t >= h and t >= w else t
 
