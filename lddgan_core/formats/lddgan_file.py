@@ -85,6 +85,22 @@ def read_model_file(path) -> tuple[dict, dict]:
     return meta, tensors
 
 
+def read_model_config(path) -> dict:
+    """The config dict (with its provenance) of an LDDGAN model file, from the file's header alone: no tensor is
+    read. Raises CheckpointError when the file cannot be read as one."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+        cfg = json.loads(meta.get("config", "{}"))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own types
+        raise CheckpointError(f"{path}: not a readable LDDGAN model ({err})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: not a readable LDDGAN model (its config metadata is not a JSON object)")
+    return cfg
+
+
 def key_mismatch(target: dict, given: dict) -> tuple[list[str], list[str], list[str]]:
     """(missing keys, unexpected keys, shape mismatches) of a state dict `given` against a module's `target`:
     what a strict-load error lists."""

@@ -32,8 +32,8 @@ from typing import Callable, Iterable
 
 from ..atomic import atomic_write, atomic_write_text
 from ..config import GeneratorConfig, ModelConfig
-from ..errors import ConfigError, LDDGANError
-from ..formats.lddgan_file import read_model_file, validate_model_file
+from ..errors import CheckpointError, ConfigError, LDDGANError
+from ..formats.lddgan_file import read_model_config, validate_model_file
 from ..formats.official import load_official, parse_autoencoder_args, parse_official_config
 from .download import download_file, DownloadError, file_lock, Progress, sha256_file
 
@@ -642,14 +642,10 @@ def _reject(dest: str, pending: list) -> None:
 
 def _model_meta(path: str) -> dict:
     """The metadata of one of our model files, without reading its tensors."""
-    from safetensors import safe_open
-
     try:
-        with safe_open(path, framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-        return json.loads(meta.get("config", "{}"))
-    except Exception as err:  # noqa: BLE001 - safetensors raises its own types
-        raise ZooError(f"{path}: not a readable LDDGAN model ({err}); delete it and install again") from None
+        return read_model_config(path)
+    except CheckpointError as err:
+        raise ZooError(f"{err}; delete it and install again") from None
 
 
 def _check_converted(m: Manifest, e: Entry, dest: str) -> None:

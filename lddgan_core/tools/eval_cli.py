@@ -40,17 +40,17 @@ def add_eval_command(sub) -> None:
 
 def _is_emoji_model(path: str) -> bool:
     """A model trained on the emoji data (its recipe's name, or the data source in its provenance). Reads only the
-    file's header (its metadata): the evaluation loads the weights itself."""
-    from safetensors import safe_open
+    file's header: the evaluation loads the weights itself."""
+    from ..errors import CheckpointError
+    from ..formats.lddgan_file import read_model_config
 
     try:
-        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-        cfg = json.loads(meta.get("config", "{}"))
-        prov = cfg.get("provenance", {}) or {}
-        return str(cfg.get("name", "")).startswith("lddgan-emoji") or prov.get("data_dataset") == "emoji"
-    except Exception:  # noqa: BLE001 - not a readable LDDGAN file: the evaluation's own load reports it
+        cfg = read_model_config(path)
+    except CheckpointError:  # not a readable LDDGAN file: the evaluation's own load reports it
         return False
+    prov = cfg.get("provenance", {}) or {}
+    return str(cfg.get("name", "")).startswith("lddgan-emoji") or \
+        isinstance(prov, dict) and prov.get("data_dataset") == "emoji"
 
 
 def cmd_eval(a) -> int:

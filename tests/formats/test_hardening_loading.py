@@ -291,3 +291,19 @@ def test_nonfinite_output_cli_one_line_exit_2(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("error:"), proc.stderr
     assert "NaN or infinite" in proc.stderr and not (tmp_path / "g.png").exists()
+
+
+def test_read_model_config_reads_the_header_only(tmp_path):
+    from lddgan_core.formats.lddgan_file import read_model_config
+    from lddgan_core.hub.shipped import EMOJI_MODEL
+
+    cfg = read_model_config(EMOJI_MODEL)
+    assert cfg["name"] == "lddgan-emoji64" and cfg["provenance"]["data_dataset"] == "emoji"
+    bad = tmp_path / "notes.safetensors"
+    bad.write_text("not a model")
+    with pytest.raises(CheckpointError, match="notes.safetensors: not a readable LDDGAN model"):
+        read_model_config(bad)
+    listed = tmp_path / "list.safetensors"  # a safetensors file whose config is JSON but not an object
+    save_file({"w": torch.zeros(1)}, str(listed), metadata={"config": "[1, 2]"})
+    with pytest.raises(CheckpointError, match="not a JSON object"):
+        read_model_config(listed)
