@@ -67,7 +67,8 @@ def short_run(device: str, steps: int, batch: int, images: int, json_path: str |
     lat = build_latents(base.autoencoder, 32, images=to_model_range(x), device=device)
     r = recipes.SHAPES_RECIPE
     cfg = TrainConfig(steps=steps, batch_size=batch, lr_g=r.gan.lr_g, lr_d=r.gan.lr_d, r1_gamma=r.gan.r1_gamma,
-                      lazy_reg=r.gan.lazy_reg, ema_decay=r.gan.ema_decay, fast=True)
+                      lazy_reg=r.gan.lazy_reg, ema_decay=r.gan.ema_decay, d_steps=r.gan.d_steps,
+                      ema_warmup=r.gan.ema_warmup, fast=True)
     disc = r.discriminator(base.latent_shape)
     tr = GANTrainer(base, lat, cfg, disc_config=disc, device=device)
     logs = tr.train_step()

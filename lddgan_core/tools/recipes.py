@@ -35,14 +35,14 @@ from .train_cli import StopFlag
 
 # The shipped default model: every number that defines it is a default here (SHAPES_RECIPE); the run's record
 # (recipe.json, and the model's provenance) is ShapesRecipe.to_dict().
-SHAPES_AUTOENCODER = dict(kind="kl", embed_dim=4, z_channels=4, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1)
-SHAPES_GENERATOR = dict(nf=64, ch_mult=(1, 2), num_res_blocks=2, attn_resolutions=(), nz=50, z_emb_dim=128, n_mlp=2)
+SHAPES_AUTOENCODER = dict(kind="kl", embed_dim=4, z_channels=4, ch=32, ch_mult=(1, 2), num_res_blocks=1)
+SHAPES_GENERATOR = dict(nf=32, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(), nz=50, z_emb_dim=128, n_mlp=2)
 # three D updates per iteration at twice the official lr_d keep D ahead of G on these small latents (with one, D's
 # real and generated logits stay within 0.1 and G regresses to the mean: README "Recipe probes"); fast: fused Adam
 # and the strided-conv FIR, the same math
-SHAPES_GAN = TrainConfig(steps=4000, batch_size=32, lr_g=2e-4, lr_d=2.5e-4, d_steps=3, fast=True, r1_gamma=0.02,
-                         lazy_reg=15, ema_decay=0.999, rec_schedule="sigmoid", gamma=6.0, seed=0, log_every=50,
-                         save_every=250, sample_every=1000)
+SHAPES_GAN = TrainConfig(steps=7000, batch_size=32, lr_g=2e-4, lr_d=2.5e-4, d_steps=3, fast=True, r1_gamma=0.02,
+                         lazy_reg=15, ema_decay=0.999, ema_warmup=True, rec_schedule="sigmoid", gamma=6.0, seed=0,
+                         log_every=50, save_every=250, sample_every=500)
 
 
 def _arch(d: dict | None) -> dict | None:
@@ -133,8 +133,10 @@ class ShapesRecipe:
     # shape, ngf=disc_ngf), DDGAN's small D for these 8x8 latents
     disc_ngf: int = 32  # width of the default discriminator (64 costs 2.4x per iteration for no gain: probe F)
     timesteps: int = 4  # diffusion steps T
-    scale_factor: float | None = 2.5  # latent scale: the latents' std is about 1.1 in diffusion space (README
-    # "Recipe probes"); None: estimated from the latents, which leaves them small next to the diffusion noise
+    scale_factor: float | None = None  # latent scale: the latents' std is about 1.1 in diffusion space (README
+    # "Recipe probes"); None: latent_std decides, or when that is None too, estimated from the latents ("auto",
+    # which leaves them small next to the diffusion noise)
+    latent_std: float | None = 1.1  # when scale_factor is None: the latents' std in diffusion space to scale to
     dtype: str = "fp16"  # precision of the saved model (fp32 would not fit the 15 MB budget)
     gan: TrainConfig = SHAPES_GAN  # the LDDGAN stage; gan.seed also seeds the autoencoder and the new generator
 
@@ -142,6 +144,9 @@ class ShapesRecipe:
         _check_recipe(self, "shapes recipe", "images", "ae_steps", "ae_batch", "timesteps", "disc_ngf")
         if self.dtype not in ("fp32", "fp16", "bf16"):
             raise InputError(f"shapes recipe: dtype must be fp32, fp16 or bf16, got {self.dtype!r}")
+        if self.latent_std is not None and not (isinstance(self.latent_std, (int, float))
+                                                and not isinstance(self.latent_std, bool) and self.latent_std > 0):
+            raise InputError(f"shapes recipe: latent_std must be a positive number or None, got {self.latent_std!r}")
         if "use_tanh" in self.generator:
             raise InputError("shapes recipe: set use_tanh as the recipe's field, not in generator")
         object.__setattr__(self, "autoencoder", _arch(self.autoencoder))
@@ -152,8 +157,13 @@ class ShapesRecipe:
         return {**self.generator, "use_tanh": self.use_tanh}
 
     def latent_scale(self, lat) -> float | str:
-        """new_model's scale_factor: the recipe's, or "auto" (estimated from the latents) when None."""
-        return "auto" if self.scale_factor is None else float(self.scale_factor)
+        """new_model's scale_factor: the recipe's; else the one giving the latents a std of latent_std in diffusion
+        space; else "auto" (estimated from the latents)."""
+        if self.scale_factor is not None:
+            return float(self.scale_factor)
+        if self.latent_std is not None:
+            return float(f"{latent_spread(lat) / self.latent_std:.3g}")
+        return "auto"
 
     def discriminator(self, latent_shape) -> dict:
         """The discriminator's config dict for latents of `latent_shape` [C, H, W]."""
@@ -185,7 +195,7 @@ SHAPES_FLAGS = dict(images="images", ae_steps="ae_steps", ae_batch="ae_batch", a
                     gan_batch="gan.batch_size", lr_g="gan.lr_g", lr_d="gan.lr_d", d_steps="gan.d_steps", fast="gan.fast",
                     r1_gamma="gan.r1_gamma", lazy_reg="gan.lazy_reg", ema_decay="gan.ema_decay", gamma="gan.gamma", timesteps="timesteps",
                     schedule="gan.rec_schedule", seed="gan.seed", scale_factor="scale_factor", disc_ngf="disc_ngf",
-                    use_tanh="use_tanh")
+                    use_tanh="use_tanh", latent_std="latent_std")
 SHAPES_QUICK = dict(images=512, ae_steps=60, gan_steps=60, ae_batch=16, gan_batch=16)  # --quick: minutes
 
 
@@ -389,7 +399,7 @@ class AblationRecipe:
     generator: dict = dataclasses.field(default_factory=lambda: _arch(ABLATION_GENERATOR))  # GeneratorConfig fields
     disc_ngf: int = 32  # width of the default discriminator
     timesteps: int = 4  # diffusion steps T
-    scale_factor: float | None = 2.5  # latent scale of every model (the default model's); None: estimated
+    scale_factor: float | None = None  # latent scale of every model (the default model's); None: estimated
     gan: TrainConfig = ABLATION_GAN  # each variant replaces the reconstruction-weight fields, each run the seed
 
     def __post_init__(self):

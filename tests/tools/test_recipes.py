@@ -11,9 +11,14 @@ import pytest
 import torch
 
 import lddgan_core as L
+from lddgan_core.data.shapes import make_shapes, to_model_range
 from lddgan_core.errors import InputError
+from lddgan_core.train.api import training_mode
+from lddgan_core.train.autoencoder import load_autoencoder
+from lddgan_core.train.latents import build_latents
 from lddgan_core.tools.recipes import (ABLATION_RECIPE, SHAPES_AUTOENCODER, SHAPES_RECIPE, ShapesRecipe,
-                                       ablation_table, _summarize, run_ablation, train_shapes)
+                                       ablation_table, _summarize, latent_spread, run_ablation,
+                                       train_shapes)
 
 TINY = SHAPES_RECIPE.with_arguments(
     images=48, ae_steps=3, ae_batch=8, ae_lr=4e-4, gan_steps=3, gan_batch=8, lr_g=2e-4, lr_d=1e-4, r1_gamma=0.02,
@@ -29,9 +34,15 @@ def test_train_shapes_end_to_end_and_resume(tmp_path, one_thread):
     assert path == os.path.join(out, "model_fp16.safetensors") and os.path.isfile(path)
     m = L.load(path)
     assert m.config.image_size == 32 and m.config.name == "lddgan-shapes32" and m.num_timesteps == 2
-    assert m.config.autoencoder.downsample_factor == 4 and tuple(m.latent_shape) == (4, 8, 8)
+    assert m.config.autoencoder.downsample_factor == 2 and tuple(m.latent_shape) == (4, 16, 16)
     recipe = json.loads(m.config.provenance["recipe"])
-    assert recipe["gan"]["steps"] == 3 and recipe["images"] == 48 and recipe["scale_factor"] is None  # estimated
+    assert recipe["gan"]["steps"] == 3 and recipe["images"] == 48 and recipe["scale_factor"] is None
+    # no fixed scale: the one that gives the training latents a std of latent_std (1.1) in diffusion space
+    assert recipe["latent_std"] == 1.1
+    ae, size = load_autoencoder(os.path.join(out, "autoencoder", "autoencoder.safetensors"))
+    with training_mode():
+        lat = build_latents(ae, size, images=to_model_range(make_shapes(48, 0)[0]), seed=0)
+    assert m.config.scale_factor == pytest.approx(latent_spread(lat) / 1.1, rel=6e-3)  # kept to 3 figures
     assert ShapesRecipe.from_record(recipe) == TINY
     img = m.decode(m.sample(seeds=[0, 1]))
     assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
@@ -177,8 +188,9 @@ def test_recipe_flags_booleans_and_d_steps():
     assert recipes._given(p.parse_args([]), recipes.SHAPES_FLAGS) == {}
     # the defaults: the shipped model's recipe
     d = recipes.SHAPES_RECIPE
-    assert d.use_tanh is False and d.gan.d_steps == 3 and d.gan.fast is True and d.scale_factor == 2.5
-    assert d.disc_ngf == 32 and d.gan.lr_d == 2.5e-4 and d.gan.steps == 4000
+    assert d.use_tanh is False and d.gan.d_steps == 3 and d.gan.fast is True and d.scale_factor is None
+    assert d.latent_std == 1.1 and d.autoencoder["ch_mult"] == (1, 2)  # f=2: 4x16x16 latents
+    assert d.disc_ngf == 32 and d.gan.lr_d == 2.5e-4 and d.gan.steps == 7000 and d.gan.ema_warmup is True
     # the ablation trains with the default model's GAN settings (its G is smaller, its batch 16)
     a = recipes.ABLATION_RECIPE
     assert a.generator["use_tanh"] is False and a.scale_factor == d.scale_factor and a.disc_ngf == d.disc_ngf
