@@ -63,7 +63,7 @@ def test_info_json_of_default_model(capsys):
     assert info["path"] == DEFAULT_MODEL and os.path.basename(DEFAULT_MODEL) == "lddgan_shapes32.safetensors"
     cfg = info["config"]
     assert cfg["format"] == "lddgan" and cfg["diffusion"]["num_timesteps"] == 4 and cfg["image_size"] == 32
-    assert cfg["latent_shape"] == [4, 8, 8] and cfg["name"] == "lddgan-shapes32"
+    assert cfg["latent_shape"] == [4, 16, 16] and cfg["name"] == "lddgan-shapes32"
     assert info["dtypes"] == ["float16"] and os.path.getsize(DEFAULT_MODEL) <= 15e6
     assert cfg["provenance"]["source"] == "recipe shapes"
 

@@ -167,7 +167,9 @@ def test_diagnose_separates_the_steps(one_thread):
     assert rows[-1]["fid"] < min(r["fid"] for r in rows[:-1]) and rows[-1]["precision"] > 0.5
     sens = {r["perturbation"]: r for r in latent_sensitivity(DEFAULT_MODEL, n=200)}
     assert sens["noise 0.1 x std"]["precision"] > 0.5
-    assert sens["3x3 box blur"]["precision"] < 0.3 and sens["3x3 box blur"]["fid"] > 5 * sens["clean"]["fid"]
+    # (v2's f=4 decoder: blur precision 0.04; v3's f=2 one suffers less, 0.37 at n=200, still far below noise's)
+    assert sens["3x3 box blur"]["precision"] < sens["noise 0.1 x std"]["precision"] - 0.2
+    assert sens["3x3 box blur"]["fid"] > 3 * sens["clean"]["fid"]  # v3 at n=200: 9.2 against 2.0
     with pytest.raises(InputError, match="starts"):
         chain_check(DEFAULT_MODEL, n=20, starts=(9,))
 
