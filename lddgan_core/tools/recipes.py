@@ -1,7 +1,7 @@
 """Recipes: the exact runs that produce the models the project ships.
 
 `shapes` trains the default model (lddgan_core/models/lddgan_shapes32.safetensors) from nothing, on the CPU:
-procedural shapes data (lddgan_core.data.shapes, seed 0) -> a KL f=4 autoencoder -> an LDDGAN (T=4) with the
+procedural shapes data (lddgan_core.data.shapes, seed 0) -> a KL f=2 autoencoder -> an LDDGAN (T=4) with the
 paper's Weighted Learning -> the model saved in fp16 (fp32 would not fit the 15 MB budget).
 
     python -m lddgan_core.recipes shapes --out runs/shapes          # ~2 h on 2 CPU cores, resumable
@@ -130,13 +130,13 @@ class ShapesRecipe:
     # but in_channels / image_size (from the autoencoder) and use_tanh
     use_tanh: bool = False  # tanh on the generator's output (off: at scale 6.25 it clipped 4.5% of the latents)
     disc: dict | None = None  # the discriminator's DiscriminatorConfig fields; None: default_discriminator(latent
-    # shape, ngf=disc_ngf), DDGAN's small D for these 8x8 latents
+    # shape, ngf=disc_ngf), DDGAN's small D for these 16x16 latents
     disc_ngf: int = 32  # width of the default discriminator (64 costs 2.4x per iteration for no gain: probe F)
     timesteps: int = 4  # diffusion steps T
-    scale_factor: float | None = None  # latent scale: the latents' std is about 1.1 in diffusion space (README
-    # "Recipe probes"); None: latent_std decides, or when that is None too, estimated from the latents ("auto",
-    # which leaves them small next to the diffusion noise)
-    latent_std: float | None = 1.1  # when scale_factor is None: the latents' std in diffusion space to scale to
+    scale_factor: float | None = None  # a fixed latent scale; None: latent_std decides, or when that is None too,
+    # estimated from the latents ("auto", which leaves them small next to the diffusion noise)
+    latent_std: float | None = 1.1  # when scale_factor is None: the latents' std in diffusion space (v2's fixed 2.5
+    # gave its f=4 latents 1.1: README "Recipe probes"; v3's f=2 latents get 2.62)
     dtype: str = "fp16"  # precision of the saved model (fp32 would not fit the 15 MB budget)
     gan: TrainConfig = SHAPES_GAN  # the LDDGAN stage; gan.seed also seeds the autoencoder and the new generator
 
@@ -306,12 +306,7 @@ class EmojiRecipe:
 
     generator_fields = ShapesRecipe.generator_fields
     discriminator = ShapesRecipe.discriminator
-
-    def latent_scale(self, lat) -> float:
-        """The recipe's scale factor, or the one that gives the latents a std of latent_std in diffusion space."""
-        if self.scale_factor is not None:
-            return float(self.scale_factor)
-        return float(f"{latent_spread(lat) / self.latent_std:.3g}")
+    latent_scale = ShapesRecipe.latent_scale  # latent_std is never None here: never "auto"
 
     def augment(self):
         from ..train.data import Augment
