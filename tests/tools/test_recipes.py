@@ -200,3 +200,11 @@ def test_recipe_flags_booleans_and_d_steps():
     q = argparse.ArgumentParser()
     recipes._add_flags(q, a, recipes.ABLATION_FLAGS)
     assert a.with_arguments(**recipes._given(q.parse_args(["--d-steps", "1"]), recipes.ABLATION_FLAGS)).gan.d_steps == 1
+
+
+def test_latent_std_is_checked_and_decides_the_scale():
+    for bad in (0, -1.0, True, "1.1"):
+        with pytest.raises(InputError, match="latent_std"):
+            ShapesRecipe(latent_std=bad)
+    assert ShapesRecipe(scale_factor=None, latent_std=None).latent_scale(None) == "auto"
+    assert ShapesRecipe(scale_factor=3.0).latent_scale(None) == 3.0  # a fixed scale wins over latent_std
