@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..hub.shipped import resolve_model_path
 from ..model import load_model
 from ..train import dist as tdist
-from ..train.api import FINETUNE_DEFAULTS, new_model, shared_latents, train_autoencoder, train_model, training_mode
+from ..train.api import FINETUNE_DEFAULTS, finetune_config, new_model, shared_latents, train_autoencoder, train_model, training_mode
 from ..train.autoencoder import AETrainConfig, load_autoencoder
 from ..train.config import AUTOENCODER_PRESETS, GENERATOR_PRESETS, TrainConfig
 from ..train.data import Augment
@@ -109,7 +109,7 @@ def _train_config(a):
 
     return TrainConfig(steps=a.steps, batch_size=a.batch, micro_batch=a.micro_batch, lr_g=a.lr_g, lr_d=a.lr_d,
                        lr_schedule=a.lr_schedule, rec_schedule=a.schedule, gamma=a.gamma, rec_value=a.rec_value,
-                       d_steps=a.d_steps, r1_gamma=a.r1_gamma, lazy_reg=a.lazy_reg, ema_decay=a.ema_decay, ema_warmup=a.ema_warmup,
+                       d_steps=a.d_steps, d_warmup=a.d_warmup, r1_gamma=a.r1_gamma, lazy_reg=a.lazy_reg, ema_decay=a.ema_decay, ema_warmup=a.ema_warmup,
                        latent_mode=a.latent, precision=a.precision, seed=a.seed, log_every=a.log_every,
                        sample_every=a.sample_every, save_every=a.save_every, num_samples=a.num_samples,
                        fast=a.fast, d_augment=a.d_augment, augment_p=a.augment_p, ada_target=a.ada_target,
@@ -233,33 +233,38 @@ def _common(p: argparse.ArgumentParser, steps: int, batch: int):
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
-def _gan_args(p: argparse.ArgumentParser, lr_g: float, ema: float, warmup: bool, d_augment: str = "off",
-              ada_target: float = 0.0, ada_kimg: float = 100.0):
-    p.add_argument("--lr-g", type=float, default=lr_g)
-    p.add_argument("--lr-d", type=float, default=1e-4)
-    p.add_argument("--schedule", choices=["sigmoid", "constant", "off", "linear", "cosine"], default="sigmoid",
+def _gan_args(p: argparse.ArgumentParser, defaults: TrainConfig):
+    """The GAN-training flags; their defaults are `defaults`' fields (finetune: finetune_config(), so the CLI, the
+    library and the Fine-Tune node share one recipe)."""
+    c = defaults
+    p.add_argument("--lr-g", type=float, default=c.lr_g)
+    p.add_argument("--lr-d", type=float, default=c.lr_d)
+    p.add_argument("--schedule", choices=["sigmoid", "constant", "off", "linear", "cosine"], default=c.rec_schedule,
                    help="weight of the L1 reconstruction term over training (sigmoid: the paper's)")
-    p.add_argument("--gamma", type=float, default=6.0, help="steepness of the sigmoid schedule")
-    p.add_argument("--rec-value", type=float, default=1.0, help="scale of the constant / linear / cosine schedules")
-    p.add_argument("--d-steps", type=int, default=1, help="D updates per iteration (official 1)")
-    p.add_argument("--r1-gamma", type=float, default=1.0, help="R1 weight (official 0.02 / 2 / 1)")
-    p.add_argument("--lazy-reg", type=int, default=10, help="R1 every N iterations")
-    p.add_argument("--ema-decay", type=float, default=ema)
-    p.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=warmup,
+    p.add_argument("--gamma", type=float, default=c.gamma, help="steepness of the sigmoid schedule")
+    p.add_argument("--rec-value", type=float, default=c.rec_value,
+                   help="scale of the constant / linear / cosine schedules")
+    p.add_argument("--d-steps", type=int, default=c.d_steps, help="D updates per iteration (official 1)")
+    p.add_argument("--d-warmup", type=int, default=c.d_warmup,
+                   help="the first N iterations train D only (a fresh D learns the data before G follows it)")
+    p.add_argument("--r1-gamma", type=float, default=c.r1_gamma, help="R1 weight (official 0.02 / 2 / 1)")
+    p.add_argument("--lazy-reg", type=int, default=c.lazy_reg, help="R1 every N iterations")
+    p.add_argument("--ema-decay", type=float, default=c.ema_decay)
+    p.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=c.ema_warmup,
                    help="EMA decay min(decay, (1+step)/(10+step))")
-    p.add_argument("--latent", choices=["sample", "mean"], default="sample",
+    p.add_argument("--latent", choices=["sample", "mean"], default=c.latent_mode,
                    help="KL data: posterior samples (official) or means")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=c.precision,
                    help="auto: bf16 autocast on CUDA, fp32 on the CPU; bf16: autocast on either")
-    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=c.fast,
                    help="fused Adam and the strided-conv FIR in G and D (the same math; see bench --train)")
-    p.add_argument("--d-augment", default=d_augment,
+    p.add_argument("--d-augment", default=c.d_augment,
                    help="differentiable augmentation of D's inputs: off, or a comma list of translation, cutout, "
                         "flip, color")
-    p.add_argument("--augment-p", type=float, default=0.0, help="augmentation probability (start value)")
-    p.add_argument("--ada-target", type=float, default=ada_target,
+    p.add_argument("--augment-p", type=float, default=c.augment_p, help="augmentation probability (start value)")
+    p.add_argument("--ada-target", type=float, default=c.ada_target,
                    help="adapt the probability so that E[sign D(real)] stays at this value (0: fixed)")
-    p.add_argument("--ada-kimg", type=float, default=ada_kimg, help="thousands of images for p to move by 1")
+    p.add_argument("--ada-kimg", type=float, default=c.ada_kimg, help="thousands of images for p to move by 1")
     p.add_argument("--augment", type=int, default=0, help="N > 1: encode N augmented copies per image (small datasets)")
     p.add_argument("--discriminator", default=None,
                    help="start D from this file (discriminator.safetensors or train_state.pt)")
@@ -271,8 +276,7 @@ def add_train_commands(sub) -> None:
     f = sub.add_parser("finetune", help="fine-tune a model on a folder of images (Weighted Learning)")
     f.add_argument("--model", default=None, help="our .safetensors model, a shipped model (shapes, emoji) or a manifest id (default: shapes, the default model)")
     _common(f, steps=FINETUNE_DEFAULTS["steps"], batch=FINETUNE_DEFAULTS["batch_size"])
-    _gan_args(f, lr_g=5e-5, ema=0.999, warmup=True, **{k: FINETUNE_DEFAULTS[k] for k in
-                                                        ("d_augment", "ada_target", "ada_kimg")})
+    _gan_args(f, finetune_config())
     f.set_defaults(fn=cmd_finetune)
 
     t = sub.add_parser("train", help="train a new LDDGAN on a trained autoencoder")
@@ -285,7 +289,7 @@ def add_train_commands(sub) -> None:
     t.add_argument("--image-size", type=int, default=None, help="default: the autoencoder's")
     t.add_argument("--name", default="lddgan")
     _common(t, steps=100000, batch=32)
-    _gan_args(t, lr_g=2e-4, ema=0.999, warmup=False)
+    _gan_args(t, TrainConfig())
     t.set_defaults(fn=cmd_train)
 
     a = sub.add_parser("train-autoencoder", help="train a KL or VQ autoencoder from scratch")

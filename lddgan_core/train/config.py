@@ -89,6 +89,8 @@ class TrainConfig(_DictMixin):
     rec_value: float = 1.0  # scale of the constant / linear / cosine schedules
     d_steps: int = 1  # D updates per iteration (official: 1). Extra D steps draw their own pairs, t and z; lazy R1
     # runs on the first. More D steps per G step keep a small-latent D ahead of G (README "Recipe probes")
+    d_warmup: int = 0  # the first d_warmup iterations train D only (G and its EMA stay as they are; G's losses are
+    # still logged): a fresh D learns the data from G's samples before G follows its gradients (fine-tuning)
     r1_gamma: float = 1.0  # R1 weight (official: 0.02 CIFAR-10, 2 CelebA-HQ, 1 LSUN)
     lazy_reg: int = 10  # R1 every lazy_reg D steps (step % lazy_reg == 0)
     ema_decay: float = 0.999  # EMA of G's weights; 0 disables (the EMA is then G itself)
@@ -123,7 +125,7 @@ class TrainConfig(_DictMixin):
         if self.micro_batch is not None:
             _pos_int(self, "micro_batch")
         _nonneg(self, "lr_g", "lr_d", "min_lr", "gamma", "rec_value", "r1_gamma")
-        _count(self, "sample_every", "save_every")
+        _count(self, "sample_every", "save_every", "d_warmup")
         _unit(self, "ema_decay", "beta1", "beta2")
         _choice(self, "rec_schedule", REC_SCHEDULES)
         if self.rec_schedule == "sigmoid" and self.gamma <= 0:

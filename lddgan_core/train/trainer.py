@@ -248,8 +248,9 @@ class GANTrainer:
             (frac * loss).backward()
         return logs
 
-    def g_step(self, d: dict, w: float) -> dict[str, float]:
-        """Accumulate G's gradients: non-saturating adversarial loss + w * L1(x0_pred, x0)."""
+    def g_step(self, d: dict, w: float, backward: bool = True) -> dict[str, float]:
+        """Accumulate G's gradients: non-saturating adversarial loss + w * L1(x0_pred, x0) (backward=False: the
+        losses only; call it under no_grad)."""
         frac = self.micro / self.local_batch
         logs = {"g_adv": 0.0, "rec": 0.0}
         self.D.requires_grad_(False)
@@ -263,7 +264,8 @@ class GANTrainer:
             adv, rec = g_adv_loss(fake), rec_loss(x0_pred, x0)
             logs["g_adv"] += frac * adv.detach()
             logs["rec"] += frac * rec.detach()
-            (frac * (adv + w * rec if w else adv)).backward()
+            if backward:
+                (frac * (adv + w * rec if w else adv)).backward()
         self.D.requires_grad_(True)
         return logs
 
@@ -305,10 +307,15 @@ class GANTrainer:
                 tdist.average_gradients(self.D.parameters(), self.world)
                 self.opt_d.step()
             self.opt_g.zero_grad(set_to_none=True)
-            logs.update(self.g_step(d, w))
-            tdist.average_gradients(self.G.parameters(), self.world)
-            self.opt_g.step()
-        self.update_ema(self.ema_decay_at(s))
+            if s < cfg.d_warmup:  # D only: G's losses measured, G and the EMA untouched
+                with torch.no_grad():
+                    logs.update(self.g_step(d, w, backward=False))
+            else:
+                logs.update(self.g_step(d, w))
+                tdist.average_gradients(self.G.parameters(), self.world)
+                self.opt_g.step()
+        if s >= cfg.d_warmup:
+            self.update_ema(self.ema_decay_at(s - cfg.d_warmup))
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
         # the losses were accumulated as tensors: one host sync per iteration

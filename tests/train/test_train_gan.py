@@ -290,3 +290,31 @@ def test_d_steps(kl_setup, tmp_path):
         assert max_diff(weights(getattr(a, net)), weights(getattr(c, net))) == 0.0, net
     with pytest.raises(Exception, match="d_steps"):
         TrainConfig(d_steps=0)
+
+
+def test_d_warmup(kl_setup, tmp_path):
+    """TrainConfig.d_warmup = n: iterations 0..n-1 update D only (G, its EMA and G's optimizer untouched; G's
+    losses still logged, equal to those of the same iteration without warm-up); from iteration n on, G trains and
+    the EMA's warm-up counts from there. Resumable bit for bit; a negative value is refused."""
+    m, data = kl_setup
+    base = dict(steps=5, batch_size=4, lazy_reg=2, ema_warmup=True)
+    plain = GANTrainer(m, data, TrainConfig(**base), disc_config=TINY_D)
+    warm = GANTrainer(m, data, TrainConfig(**base, d_warmup=2), disc_config=TINY_D)
+    g0, e0 = weights(warm.G), weights(warm.ema)
+    lp, lw = plain.train_step(), warm.train_step()
+    assert lw["g_adv"] == lp["g_adv"] and lw["rec"] == lp["rec"] and lw["d_real"] == lp["d_real"]
+    assert max_diff(weights(warm.D), weights(plain.D)) == 0  # the D update is the same
+    warm.train_step()
+    assert max_diff(weights(warm.G), g0) == 0 and max_diff(weights(warm.ema), e0) == 0
+    assert not warm.opt_g.state  # Adam never stepped
+    assert max_diff(weights(warm.D), weights(plain.D)) > 1e-6  # D kept training
+    warm.train_step()  # iteration 2: G's first update; the EMA's decay is its first (1/10), not the third
+    g1 = weights(warm.G)
+    assert max_diff(g1, g0) > 1e-6
+    expect = {k: 0.1 * e0[k] + 0.9 * g1[k] for k in e0 if e0[k].is_floating_point()}
+    assert max((weights(warm.ema)[k] - v).abs().max().item() for k, v in expect.items()) < 1e-6
+    a, c = run_straight_and_resumed(m, data, TrainConfig(**base, d_warmup=2), 4, 1, tmp_path / "s.pt")
+    for net in ("G", "D", "ema"):
+        assert max_diff(weights(getattr(a, net)), weights(getattr(c, net))) == 0.0, net
+    with pytest.raises(Exception, match="d_warmup"):
+        TrainConfig(d_warmup=-1)
