@@ -23,7 +23,8 @@ REC_SCHEDULES = ["sigmoid", "constant", "linear", "cosine", "off"]  # the widget
 PREVIEWS = 20  # progress-bar previews per run
 # the widgets' defaults: lddgan_core.train.FINETUNE_DEFAULTS (the CLI's too), kept here so that loading the pack
 # does not import the trainer; tests/nodes check that they agree
-FINETUNE_STEPS, FINETUNE_BATCH = 1000, 8
+FINETUNE_STEPS, FINETUNE_BATCH, FINETUNE_LR_G, FINETUNE_R1_GAMMA, FINETUNE_SCHEDULE = 1000, 8, 1e-4, 0.02, "constant"
+FINETUNE_REC_VALUE = 4.0  # the constant / linear / cosine schedules' scale (no widget; named in the tooltip)
 
 
 def _train():
@@ -103,18 +104,21 @@ class LDDGANFineTune:
                                              "update each). Resuming with a larger value continues the run."}),
                 "batch_size": ("INT", {"default": FINETUNE_BATCH, "min": 1, "max": 4096,
                                        "tooltip": "Images per iteration (drawn at random from the training set)."}),
-                "lr_g": ("FLOAT", {"default": 5e-5, "min": 0.0, "max": 1.0, "step": 1e-6, "round": False,
+                "lr_g": ("FLOAT", {"default": FINETUNE_LR_G, "min": 0.0, "max": 1.0, "step": 1e-6, "round": False,
                                    "tooltip": "Adam learning rate of the generator."}),
                 "lr_d": ("FLOAT", {"default": 1e-4, "min": 0.0, "max": 1.0, "step": 1e-6, "round": False,
                                    "tooltip": "Adam learning rate of the discriminator."}),
-                "schedule": (REC_SCHEDULES, {"default": "sigmoid",
+                "schedule": (REC_SCHEDULES, {"default": FINETUNE_SCHEDULE,
                                              "tooltip": "Weighted Learning: how the weight w of the reconstruction "
-                                                        "(L1) loss changes over the run. sigmoid (the paper's): from "
-                                                        "~1 down to ~0, steepness gamma; constant: always 1; linear "
-                                                        "/ cosine: 1 down to 0; off: adversarial loss only."}),
+                                                        "(L1) loss changes over the run. constant (the fine-tune "
+                                                        f"default): always {FINETUNE_REC_VALUE:g}, which keeps "
+                                                        "few-image runs on their images; sigmoid (the paper's, for "
+                                                        "training from scratch): from ~1 down to ~0, steepness "
+                                                        f"gamma; linear / cosine: {FINETUNE_REC_VALUE:g} down to 0; "
+                                                        "off: adversarial loss only."}),
                 "gamma": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 100.0, "step": 0.1,
                                     "tooltip": "Steepness of the sigmoid schedule (the paper uses 6)."}),
-                "r1_gamma": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1000.0, "step": 0.01,
+                "r1_gamma": ("FLOAT", {"default": FINETUNE_R1_GAMMA, "min": 0.0, "max": 1000.0, "step": 0.01,
                                        "tooltip": "Weight of the R1 gradient penalty on the discriminator (official: "
                                                   "0.02 CIFAR-10, 2 CelebA-HQ, 1 LSUN)."}),
                 "ema_decay": ("FLOAT", {"default": 0.999, "min": 0.0, "max": 0.99999, "step": 0.0001,

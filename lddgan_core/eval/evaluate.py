@@ -305,6 +305,39 @@ def evaluate_mode(model, mode: int, *, n: int = 1000, seed: int = 0, real_seed: 
     return out
 
 
+def mode_ceiling(model, modes, *, pool: int = 8000, n_real: int = 1000, seed: int = 0, real_seed: int = 1,
+                 batch: int = 64, featurizer: Featurizer | None = None) -> list[dict]:
+    """What a model's own samples of each shapes mode in `modes` (an int or a list) score against held-out images
+    of that mode, before any fine-tuning: `pool` samples (seeds seed..seed+pool-1, drawn once for all modes), of
+    which those the classifier assigns to the mode with confidence >= 0.5 ("kept") are compared with n_real
+    held-out images of the mode (dataset `real_seed`) like evaluate_mode. A fine-tune that only selects the mode
+    from the model's repertoire scores about this; beating it needs the fine-tune to redraw the shapes. One dict
+    per mode; its metrics are None when fewer than the k-NN minimum are kept."""
+    modes = [modes] if isinstance(modes, int) and not isinstance(modes, bool) else list(modes)
+    for mode in modes:
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode < NUM_MODES:
+            raise InputError(f"mode must be an integer 0..{NUM_MODES - 1}, got {mode!r}")
+    pool, n_real = _check_n(pool, "pool"), _check_n(n_real, "n_real")
+    fz = featurizer or Featurizer("shapes", device=model.device)
+    parts = []
+    for start in range(0, pool, batch):
+        seeds = list(range(seed + start, seed + min(pool, start + batch)))
+        with torch.no_grad():
+            parts.append(fz(quantize(model.decode(model.sample(seeds=seeds)).float().cpu())))
+    gen = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    rows = []
+    for mode in modes:
+        ok = (gen["modes"] == mode) & (gen["confidence"] >= MIN_CONFIDENCE)
+        out = {"mode": mode, "pool": pool, "kept": int(ok.sum()), "n_real": n_real}
+        if out["kept"] < MIN_N:
+            out.update({k: None for k in ("fid", "precision", "recall", "density", "coverage")})
+        else:
+            metrics = compare({k: v[ok] for k, v in gen.items()}, fz(mode_images(mode, n_real, real_seed)))
+            out.update({k: v for k, v in metrics.items() if k != "histogram"})
+        rows.append(out)
+    return rows
+
+
 def load_image_folder(folder: str, n: int | None = None) -> torch.Tensor:
     """The images of a folder (recursive, sorted paths; png / jpg / webp) as uint8 [N, 3, H, W], the first n
     when n is given. All must have the same size."""

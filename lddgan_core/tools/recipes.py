@@ -736,6 +736,14 @@ def main(argv=None) -> int:
     fm.add_argument("--n-eval", type=int, default=1000)
     fm.add_argument("--threads", type=int, default=None)
     fm.add_argument("finetune_args", nargs=argparse.REMAINDER, help="after --: extra `lddgan finetune` arguments")
+    mc = sub.add_parser("mode-ceiling", help="a model's own samples of one shapes mode (classified from a pool) "
+                                             "against held-out images of that mode: what selecting the mode "
+                                             "without redrawing it scores (JSON line per mode)")
+    mc.add_argument("--mode", required=True, help="comma list of modes 0..15")
+    mc.add_argument("--model", default=None, help="model file (default: the shipped default model)")
+    mc.add_argument("--pool", type=int, default=8000, help="samples drawn (seeds 0..pool-1)")
+    mc.add_argument("--n-real", type=int, default=1000, help="held-out images of the mode")
+    mc.add_argument("--threads", type=int, default=None)
     dg = sub.add_parser("diagnose", help="where a shapes model loses quality: the sampler started from real x_k "
                                          "(k = T..0), and the decoder on perturbed latents (JSON lines)")
     dg.add_argument("--model", default=None, help="model file (default: the shipped default model)")
@@ -755,6 +763,24 @@ def main(argv=None) -> int:
         model = load_model(a.model or DEFAULT_MODEL)
         for row in chain_check(model, a.n) + latent_sensitivity(model, a.n):
             print(json.dumps(row), flush=True)
+        return 0
+    if a.recipe == "mode-ceiling":
+        from ..data.shapes import mode_name
+        from ..eval.evaluate import Featurizer, mode_ceiling
+        from ..hub.shipped import DEFAULT_MODEL
+        from ..model import load_model
+
+        try:
+            modes = [int(m) for m in a.mode.split(",")]
+            if not all(0 <= m < 16 for m in modes):
+                raise ValueError
+        except ValueError:
+            print(f"error: --mode: expected a comma list of integers 0..15, got {a.mode!r}", file=sys.stderr)
+            return 2
+        model = load_model(a.model or DEFAULT_MODEL)
+        fz = Featurizer("shapes", device=model.device)
+        for row in mode_ceiling(model, modes, pool=a.pool, n_real=a.n_real, featurizer=fz):
+            print(json.dumps({"mode_name": mode_name(row["mode"]), **row}), flush=True)
         return 0
     if a.recipe == "finetune-mode":
         extra = [x for x in a.finetune_args if x != "--"]

@@ -125,6 +125,16 @@ def test_node_cli_and_library_share_the_fine_tune_defaults():
                                ("r1_gamma", "r1_gamma", "r1_gamma"), ("ema_decay", "ema_decay", "ema_decay")]:
         assert widgets[widget] == getattr(lib, field) == cli[arg], widget
     assert cli["d_augment"] == lib.d_augment and cli["ema_warmup"] is lib.ema_warmup is True
+    # fields without a widget: the node passes finetune_config() the widgets only, so these come from
+    # FINETUNE_DEFAULTS on both sides; the CLI's flags must agree too
+    for field, arg in [("lazy_reg", "lazy_reg"), ("rec_value", "rec_value"), ("d_warmup", "d_warmup"),
+                       ("d_steps", "d_steps"), ("lr_d", "lr_d")]:
+        assert getattr(lib, field) == cli[arg], field
+    # and they are the measured recipe (README "Few-image fine-tuning check"), not TrainConfig's official values
+    assert (lib.lr_g, lib.r1_gamma, lib.lazy_reg, lib.rec_schedule) == (
+        FINETUNE_DEFAULTS["lr_g"], FINETUNE_DEFAULTS["r1_gamma"], FINETUNE_DEFAULTS["lazy_reg"],
+        FINETUNE_DEFAULTS["rec_schedule"])
+    assert F.FINETUNE_REC_VALUE == lib.rec_value  # the schedule tooltip names it
 
 
 def test_new_model_input_untouched_outputs(models_dir, shipped, bars):

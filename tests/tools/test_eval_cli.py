@@ -186,3 +186,46 @@ def test_mode_images_and_evaluate_mode():
     bad = evaluate_mode(Drawing(9), 0, n=48)
     assert good["in_mode"] > 0.95 and bad["in_mode"] < 0.05
     assert good["precision"] > 0.6 and good["recall"] > 0.6 and bad["precision"] < 0.1
+
+
+def test_mode_ceiling_keeps_only_the_mode():
+    """mode_ceiling classifies a pool of samples and scores only those of the asked mode: a 'model' drawing half
+    red circles (mode 0) and half green squares (mode 6) keeps about half for either mode and scores them like real
+    images of it; a mode it never draws keeps nothing and has no metrics; a bad mode is refused before sampling."""
+    import torch
+
+    from lddgan_core.data.shapes import mode_images
+    from lddgan_core.errors import InputError
+    from lddgan_core.eval.evaluate import mode_ceiling
+
+    class Mixed:
+        device = torch.device("cpu")
+        pool = torch.cat([mode_images(0, 40, seed=4), mode_images(6, 40, seed=4)]).float() / 127.5 - 1
+        calls = 0
+
+        def sample(self, seeds):
+            Mixed.calls += 1
+            return torch.tensor(seeds)
+
+        def decode(self, idx):
+            return self.pool[idx % len(self.pool)]
+
+    red, green, none = mode_ceiling(Mixed(), [0, 6, 15], pool=80, n_real=48, batch=32)
+    assert Mixed.calls == 3  # the pool is drawn once for all modes
+    for row, mode in ((red, 0), (green, 6)):
+        assert row["mode"] == mode and row["pool"] == 80
+        assert 34 <= row["kept"] <= 42  # 40 drawn; the classifier may miss or misplace a few
+        assert row["precision"] > 0.6 and row["recall"] > 0.4 and row["fid"] < 5
+    assert none["kept"] < 10 and none["fid"] is None and none["precision"] is None
+    assert mode_ceiling(Mixed(), 0, pool=80, n_real=48, batch=32) == [red]  # one mode: a list of one, same figures
+    Mixed.calls = 0
+    with pytest.raises(InputError, match="mode must be an integer 0..15"):
+        mode_ceiling(Mixed(), [0, 16], pool=80)
+    assert Mixed.calls == 0
+
+
+def test_mode_ceiling_command_refuses_a_bad_mode(capsys):
+    from lddgan_core.tools.recipes import main as recipes_main
+
+    assert recipes_main(["mode-ceiling", "--mode", "0,16"]) == 2
+    assert "--mode: expected a comma list of integers 0..15, got '0,16'" in capsys.readouterr().err
