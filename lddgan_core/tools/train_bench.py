@@ -13,7 +13,7 @@ busy machine slows them alike.
     python -m lddgan_core.bench --train --arch recipe --batch 32 --threads 1 --json train_bench.json
 
 Architectures: "recipe" = the shipped default model's recipe (lddgan_core.tools.recipes: its generator and
-discriminator), "cifar10" = the official CIFAR-10 configuration (NCSN++ nf 128 on 16x16x4 latents, small D
+discriminator, its D updates per iteration (d_steps) and EMA warm-up), "cifar10" = the official CIFAR-10 configuration (NCSN++ nf 128 on 16x16x4 latents, small D
 with ngf 64, lazy R1 every 15). Settings (TrainConfig): "fp32" (the reference trainer), "fast" (fused Adam,
 FIR resampling as strided convolutions; fp32), "bf16" (fast + bf16 autocast of G and D).
 """
@@ -58,7 +58,7 @@ def arch_setup(arch: str, batch: int, device="cpu"):
                           scale_factor=r.scale_factor or 1.0, image_size=32, name="bench-recipe")
         disc = r.discriminator(cfg.latent_shape)
         train = dict(lr_g=r.gan.lr_g, lr_d=r.gan.lr_d, r1_gamma=r.gan.r1_gamma, lazy_reg=r.gan.lazy_reg,
-                     ema_decay=r.gan.ema_decay)
+                     ema_decay=r.gan.ema_decay, d_steps=r.gan.d_steps, ema_warmup=r.gan.ema_warmup)
     elif arch == "cifar10":
         from .bench import official_config
 
