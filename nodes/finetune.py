@@ -24,6 +24,9 @@ PREVIEWS = 20  # progress-bar previews per run
 # the widgets' defaults: lddgan_core.train.FINETUNE_DEFAULTS (the CLI's too), kept here so that loading the pack
 # does not import the trainer; tests/nodes check that they agree
 FINETUNE_STEPS, FINETUNE_BATCH, FINETUNE_LR_G, FINETUNE_R1_GAMMA, FINETUNE_SCHEDULE = 1000, 8, 1e-4, 0.02, "constant"
+# the TrainConfig fields the widgets set (the others come from FINETUNE_DEFAULTS, or from a resumed run)
+WIDGET_FIELDS = ("steps", "batch_size", "lr_g", "lr_d", "rec_schedule", "gamma", "r1_gamma", "ema_decay", "seed",
+                 "save_every")
 FINETUNE_REC_VALUE = 4.0  # the constant / linear / cosine schedules' scale (no widget; named in the tooltip)
 
 
@@ -85,8 +88,9 @@ class LDDGANFineTune:
         "Weighted Learning weight w) against the iteration.",
         "A grid of 16 samples from the fine-tuned model (fixed seeds: comparable across runs).",
     )
-    DESCRIPTION = ("Fine-tunes an LDDGAN model on your images with Weighted Learning (LDDGAN's schedule that fades "
-                   "the reconstruction loss out in favour of the adversarial one). The autoencoder stays frozen; the "
+    DESCRIPTION = ("Fine-tunes an LDDGAN model on your images: adversarial loss plus a reconstruction (L1) loss, "
+                   "kept at weight 4 by default (measured best for a few images); schedule sigmoid is LDDGAN's "
+                   "Weighted Learning, which fades it out. The autoencoder stays frozen; the "
                    "generator trains against a fresh discriminator, with an EMA copy as the result. Shows a progress "
                    "bar with sample previews. Cancel stops cleanly and keeps the state; queueing again with the same "
                    "save_name resumes where it stopped (and a finished run is returned as it is). Files beside the "
@@ -186,6 +190,13 @@ class LDDGANFineTune:
                                        schedule=schedule, gamma=float(gamma), r1_gamma=float(r1_gamma),
                                        ema_decay=float(ema_decay), seed=seed, save_every=save_every)
         augment = _train().Augment.coerce(augment)
+        # resuming save_name's run: the settings without a widget (lazy_reg, rec_value, ...) continue with the
+        # saved run's values, so a run started before the defaults changed can go on; widgets are compared
+        state = _train().RunPaths.beside(path).state
+        cfg, taken = _train().keep_saved_settings(cfg, _train().finetune_config(), state, given=WIDGET_FIELDS)
+        if taken:
+            log.info("resuming %s with its saved %s", state,
+                     ", ".join(f"{k} {saved!r}" for k, (_, saved) in sorted(taken.items())))
 
         from PIL import Image
 
@@ -198,7 +209,6 @@ class LDDGANFineTune:
             runtime.check_interrupt()  # Cancel: raises; finetune saves the state and re-raises
 
         device = runtime.compute_device()
-        state = _train().RunPaths.beside(path).state
         lock = import_module(L.__name__ + ".runlock").run_lock(self.lock_path(path), f"save_name {save_name!r}")
         with lock:  # held for the run's life: a second run of the same save_name is refused
             return self._run(model, x, folder, cfg, augment, save_name, path, state, device, progress)

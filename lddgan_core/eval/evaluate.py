@@ -313,7 +313,13 @@ def mode_ceiling(model, modes, *, pool: int = 8000, n_real: int = 1000, seed: in
     held-out images of the mode (dataset `real_seed`) like evaluate_mode. A fine-tune that only selects the mode
     from the model's repertoire scores about this; beating it needs the fine-tune to redraw the shapes. One dict
     per mode; its metrics are None when fewer than the k-NN minimum are kept."""
-    modes = [modes] if isinstance(modes, int) and not isinstance(modes, bool) else list(modes)
+    if isinstance(modes, (int, str, bytes)) or not hasattr(modes, "__iter__"):
+        modes = [modes]
+    modes = list(modes)
+    if not modes:
+        raise InputError("modes: expected a mode 0..15 or a non-empty list of them, got none")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise InputError(f"batch must be a positive integer, got {batch!r}")
     for mode in modes:
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode < NUM_MODES:
             raise InputError(f"mode must be an integer 0..{NUM_MODES - 1}, got {mode!r}")

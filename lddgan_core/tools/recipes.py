@@ -765,18 +765,22 @@ def main(argv=None) -> int:
             print(json.dumps(row), flush=True)
         return 0
     if a.recipe == "mode-ceiling":
-        from ..data.shapes import mode_name
+        from ..data.shapes import mode_name, NUM_MODES
         from ..eval.evaluate import Featurizer, mode_ceiling
         from ..hub.shipped import DEFAULT_MODEL
         from ..model import load_model
 
         try:
             modes = [int(m) for m in a.mode.split(",")]
-            if not all(0 <= m < 16 for m in modes):
+            if not modes or not all(0 <= m < NUM_MODES for m in modes):
                 raise ValueError
         except ValueError:
             print(f"error: --mode: expected a comma list of integers 0..15, got {a.mode!r}", file=sys.stderr)
             return 2
+        for what, n in (("--pool", a.pool), ("--n-real", a.n_real)):
+            if n < 10:
+                print(f"error: {what}: expected at least 10 (the k-NN metrics need them), got {n}", file=sys.stderr)
+                return 2
         model = load_model(a.model or DEFAULT_MODEL)
         fz = Featurizer("shapes", device=model.device)
         for row in mode_ceiling(model, modes, pool=a.pool, n_real=a.n_real, featurizer=fz):

@@ -1,6 +1,6 @@
 """`python -m lddgan_core.bench --train`: throughput of whole training iterations.
 
-One iteration = the D step (real and fake pairs, lazy R1 at its rate), the G step and the EMA update, exactly
+One iteration = the D step(s) (real and fake pairs, lazy R1 at its rate; the recipe takes 3), the G step and the EMA update, exactly
 as `GANTrainer.train_step` runs them, on random latents of the model's latent shape (the data does not change
 the cost). For each architecture, batch size, CPU thread count (or CUDA) and setting, it reports iterations/s
 and images/s (median over timed blocks of `lazy_reg` iterations, so every block holds one R1 step), the ratio

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..hub.shipped import resolve_model_path
 from ..model import load_model
 from ..train import dist as tdist
-from ..train.api import FINETUNE_DEFAULTS, finetune_config, new_model, shared_latents, train_autoencoder, train_model, training_mode
+from ..train.api import FINETUNE_DEFAULTS, finetune_config, keep_saved_settings, new_model, shared_latents, train_autoencoder, train_model, training_mode
 from ..train.autoencoder import AETrainConfig, load_autoencoder
 from ..train.config import AUTOENCODER_PRESETS, GENERATOR_PRESETS, TrainConfig
 from ..train.data import Augment
@@ -122,6 +122,12 @@ def _run_gan(a, model_fn, kind: str) -> int:
     world, device, log = _setup(a)
     cfg = _train_config(a)
     paths = _paths(a)
+    # resuming: settings left at this command's defaults continue with the saved run's values (a run started
+    # before the defaults changed goes on as it was); settings given on the command line are compared
+    cfg, taken = keep_saved_settings(cfg, finetune_config() if kind == "finetune" else TrainConfig(), paths.state)
+    if taken:
+        log(f"resuming {paths.state} with its saved settings where this command gave the defaults: "
+            + ", ".join(f"{k} {saved!r} (default now {d!r})" for k, (d, saved) in sorted(taken.items())))
     with training_mode():
         ae, size, make_model = model_fn(a, device, log)
         lat = shared_latents(world, device, lambda: build_latents(
@@ -243,7 +249,7 @@ def _gan_args(p: argparse.ArgumentParser, defaults: TrainConfig):
                    help="weight of the L1 reconstruction term over training (sigmoid: the paper's)")
     p.add_argument("--gamma", type=float, default=c.gamma, help="steepness of the sigmoid schedule")
     p.add_argument("--rec-value", type=float, default=c.rec_value,
-                   help="scale of the constant / linear / cosine schedules")
+                   help="scale of the constant / linear / cosine schedules (start value of linear / cosine)")
     p.add_argument("--d-steps", type=int, default=c.d_steps, help="D updates per iteration (official 1)")
     p.add_argument("--d-warmup", type=int, default=c.d_warmup,
                    help="the first N iterations train D only (a fresh D learns the data before G follows it)")
@@ -273,7 +279,8 @@ def _gan_args(p: argparse.ArgumentParser, defaults: TrainConfig):
 
 
 def add_train_commands(sub) -> None:
-    f = sub.add_parser("finetune", help="fine-tune a model on a folder of images (Weighted Learning)")
+    f = sub.add_parser("finetune", help="fine-tune a model on a folder of images (L1 weight 4 throughout by default; "
+                                         "--schedule sigmoid: Weighted Learning)")
     f.add_argument("--model", default=None, help="our .safetensors model, a shipped model (shapes, emoji) or a manifest id (default: shapes, the default model)")
     _common(f, steps=FINETUNE_DEFAULTS["steps"], batch=FINETUNE_DEFAULTS["batch_size"])
     _gan_args(f, finetune_config())

@@ -10,8 +10,8 @@ latents (images -> cached latents, scale-factor estimate), trainer (GANTrainer: 
 loop (fit: logs, grids, checkpoints, interrupt), dist (torch.distributed), autoencoder (KL / VQ training),
 files (run layout, CSV log, discriminator files), api (finetune, new_model, train_model).
 """
-from .api import (FINETUNE_DEFAULTS, finetune, finetune_config, FinetuneResult, new_model, shared_latents,
-                  train_autoencoder, train_model, training_mode)
+from .api import (FINETUNE_DEFAULTS, finetune, finetune_config, FinetuneResult, keep_saved_settings, new_model,
+                  shared_latents, train_autoencoder, train_model, training_mode)
 from .autoencoder import AETrainConfig, AutoencoderTrainer, load_autoencoder, PatchDiscriminator, save_autoencoder
 from .config import AUTOENCODER_PRESETS, default_discriminator, GENERATOR_PRESETS, TrainConfig
 from .data import Augment, find_images
@@ -23,7 +23,7 @@ from .schedules import lr_at, progress_of, rec_weight
 from .trainer import GANTrainer, load_discriminator, load_state, save_state
 
 __all__ = [
-    "finetune", "finetune_config", "FINETUNE_DEFAULTS", "FinetuneResult", "new_model", "train_model", "shared_latents",
+    "finetune", "finetune_config", "FINETUNE_DEFAULTS", "FinetuneResult", "keep_saved_settings", "new_model", "train_model", "shared_latents",
     "training_mode", "TrainConfig",
     "GENERATOR_PRESETS", "AUTOENCODER_PRESETS", "default_discriminator", "Augment", "find_images", "RunPaths",
     "load_discriminator", "save_discriminator", "read_log", "LatentSet", "build_latents", "estimate_scale_factor",

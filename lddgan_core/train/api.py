@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from typing import Callable
 
@@ -85,12 +86,11 @@ def train_model(model: LDDGAN, data: LatentSet, cfg: TrainConfig, *, paths: RunP
                    preview_every=preview_every)
 
 
-# What a fine-tune changes from TrainConfig's defaults (short runs on few images, from a trained model).
-# few images: D's inputs augmented (translation and cutout leave colours alone, which creators' styles and the
-# shapes modes depend on) with StyleGAN2-ADA's adaptive probability. 1000 iterations at batch 8: the budget the README's
-# few-image fine-tuning check measured (about 8.5 minutes on one CPU thread); the CLI and the node use these
+# What a fine-tune changes from TrainConfig's defaults (short runs on few images, from a trained model); the CLI and
+# the node use these. D's inputs are augmented (translation and cutout leave colours alone, which creators' styles
+# and the shapes modes depend on) with StyleGAN2-ADA's adaptive probability; 1000 iterations at batch 8.
 # The few-image fine-tune recipe, measured on the v3 default model (README "Few-image fine-tuning check": 50 images of
-# one mode, 1000 iterations): lr_g 1e-4, R1 0.02 every 15 D steps (the default-model recipe's), and the L1 term kept
+# one mode, 1000 iterations): lr_g 1e-4, R1 0.02 every 15 iterations (the default-model recipe's), and the L1 term kept
 # on at weight 4 for the whole run (constant schedule). With so few images the adversarial term alone drifts: the
 # paper's sigmoid decay to 0 scored in-mode 0.946 / FID 6.3 and no L1 at all 0.61 / 30.7, against 0.979 / 3.3 here.
 FINETUNE_DEFAULTS = dict(steps=1000, batch_size=8, lr_g=1e-4, r1_gamma=0.02, lazy_reg=15, rec_schedule="constant",
@@ -114,12 +114,34 @@ def finetune_config(**fields) -> TrainConfig:
         raise InputError(f"{shown.get(e.field, e.field)}: {e.reason}") from None
 
 
+def keep_saved_settings(cfg: TrainConfig, defaults: TrainConfig, state_path: str | None,
+                        given=()) -> tuple[TrainConfig, dict]:
+    """For a run about to resume from `state_path` (a train_state.pt; nothing happens if there is none): every
+    field of `cfg` that the caller did not set (not in `given`, and still equal to `defaults`) takes the saved
+    run's value, so a run started under older defaults (e.g. the fine-tune recipe before FINETUNE_DEFAULTS
+    changed) continues with its own settings instead of being refused as changed. Fields the caller did set are
+    left for the resume check to compare. Returns (config, {field: (default, saved)} of what was taken)."""
+    if not state_path or not os.path.isfile(state_path):
+        return cfg, {}
+    saved = TrainConfig.from_dict(json.loads(load_state(state_path)["train_config"])).to_dict()
+    now, base, taken = cfg.to_dict(), defaults.to_dict(), {}
+    for field, value in now.items():
+        if (field in given or field in TrainConfig.RESUMABLE_CHANGES or field == "schedule_steps"
+                or value != base.get(field) or saved.get(field, value) == value):
+            continue
+        taken[field] = (value, saved[field])
+    if not taken:
+        return cfg, {}
+    return TrainConfig.from_dict({**now, **{k: v for k, (_, v) in taken.items()}}), taken
+
+
 def finetune(model: LDDGAN, images: torch.Tensor | None = None, folder: str | None = None,
              config: TrainConfig | None = None, *, augment=False, save_path: str | None = None, resume: bool = True,
              progress: Callable | None = None, should_stop: Callable[[], bool] | None = None, discriminator=None,
              disc_config=None, device=None, preview_every: int | None = None, skip_bad: bool = False,
              log: Callable[[str], None] | None = None, **train_fields) -> FinetuneResult:
-    """Fine-tune `model` (any LDDGAN, official conversions included) on images with Weighted Learning.
+    """Fine-tune `model` (any LDDGAN, official conversions included) on images: adversarial loss plus the L1
+    reconstruction term (FINETUNE_DEFAULTS: constant weight 4; schedule="sigmoid" for the paper's Weighted Learning).
 
     images: [B, 3, H, W] in [-1, 1] (resized / center-cropped to the model's size) and/or folder (recursive).
     config: the run's TrainConfig (steps, batch_size, lr_g, lr_d, rec_schedule, gamma, r1_gamma, ema_decay, seed,
@@ -144,6 +166,11 @@ def finetune(model: LDDGAN, images: torch.Tensor | None = None, folder: str | No
     paths = RunPaths.beside(os.fspath(save_path)) if save_path else RunPaths()
     if paths.model and not paths.model.endswith(".safetensors"):
         raise InputError(f"finetune save_path must end with .safetensors, got {save_path!r}")
+    if config is None and resume and paths.state:  # a resumed run keeps the saved values of the fields not given
+        given = {"rec_schedule" if k == "schedule" else k for k in train_fields}
+        cfg, taken = keep_saved_settings(cfg, finetune_config(), paths.state, given=given)
+        if taken and log:
+            log("resuming with the saved run's " + ", ".join(f"{k} {v!r}" for k, (_, v) in sorted(taken.items())))
     device = torch.device(device) if device is not None else model.device
     with torch.inference_mode(False), torch.enable_grad():
         data = build_latents(model.autoencoder, model.config.image_size, images=images, folder=folder,

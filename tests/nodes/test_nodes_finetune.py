@@ -131,9 +131,13 @@ def test_node_cli_and_library_share_the_fine_tune_defaults():
                        ("d_steps", "d_steps"), ("lr_d", "lr_d")]:
         assert getattr(lib, field) == cli[arg], field
     # and they are the measured recipe (README "Few-image fine-tuning check"), not TrainConfig's official values
-    assert (lib.lr_g, lib.r1_gamma, lib.lazy_reg, lib.rec_schedule) == (
-        FINETUNE_DEFAULTS["lr_g"], FINETUNE_DEFAULTS["r1_gamma"], FINETUNE_DEFAULTS["lazy_reg"],
-        FINETUNE_DEFAULTS["rec_schedule"])
+    from lddgan_core.train import TrainConfig
+
+    measured = (1e-4, 0.02, 15, "constant", 4.0)
+    assert (lib.lr_g, lib.r1_gamma, lib.lazy_reg, lib.rec_schedule, lib.rec_value) == measured
+    official = TrainConfig()
+    assert all(a != b for a, b in zip(measured, (official.lr_g, official.r1_gamma, official.lazy_reg,
+                                                 official.rec_schedule, official.rec_value)))
     assert F.FINETUNE_REC_VALUE == lib.rec_value  # the schedule tooltip names it
 
 
@@ -338,3 +342,22 @@ def test_training_makes_room_on_an_accelerator(monkeypatch):
     assert calls == []
     runtime.make_room_for_training(torch.device("cuda", 0))
     assert calls == ["unload", "empty"]
+
+
+def test_resumes_a_run_saved_under_older_defaults(models_dir, shipped, bars, monkeypatch):
+    """Settings without a widget (lazy_reg, rec_value) come from FINETUNE_DEFAULTS; when those change, re-queueing
+    a save_name saved under the old ones continues its run with the saved values instead of refusing it."""
+    import lddgan_core.train.api as api
+
+    with monkeypatch.context() as m:  # the run as an older version of the pack made it
+        m.setitem(api.FINETUNE_DEFAULTS, "lazy_reg", 10)
+        m.setitem(api.FINETUNE_DEFAULTS, "rec_value", 1.0)
+        run(shipped, "older", steps=2, imgs=images())
+    state = models_dir / "older.train.pt"
+    assert load_state(str(state))["step"] == 2
+    run(shipped, "older", steps=4, imgs=images())  # today's defaults: lazy_reg 15, rec_value 4
+    st = load_state(str(state))
+    assert st["step"] == 4
+    assert '"lazy_reg": 10' in st["train_config"] and '"rec_value": 1.0' in st["train_config"]
+    with pytest.raises(L.CheckpointError, match="r1_gamma 1.0 -> 2.0"):  # a changed widget is still refused
+        run(shipped, "older", steps=6, imgs=images(), r1_gamma=2.0)

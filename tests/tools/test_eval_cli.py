@@ -221,6 +221,10 @@ def test_mode_ceiling_keeps_only_the_mode():
     Mixed.calls = 0
     with pytest.raises(InputError, match="mode must be an integer 0..15"):
         mode_ceiling(Mixed(), [0, 16], pool=80)
+    with pytest.raises(InputError, match="non-empty"):
+        mode_ceiling(Mixed(), [], pool=80)
+    with pytest.raises(InputError, match="batch must be a positive integer"):
+        mode_ceiling(Mixed(), 0, pool=80, batch=0)
     assert Mixed.calls == 0
 
 
@@ -229,3 +233,5 @@ def test_mode_ceiling_command_refuses_a_bad_mode(capsys):
 
     assert recipes_main(["mode-ceiling", "--mode", "0,16"]) == 2
     assert "--mode: expected a comma list of integers 0..15, got '0,16'" in capsys.readouterr().err
+    assert recipes_main(["mode-ceiling", "--mode", "0", "--pool", "5"]) == 2
+    assert "--pool: expected at least 10" in capsys.readouterr().err

@@ -26,6 +26,17 @@ def test_train_bench_rows(tmp_path, capsys):
     assert fast["gflop_per_it"] == fp32["gflop_per_it"] > 0 and fast["tflops"] > 0
 
 
+def test_train_bench_recipe_is_the_recipe():
+    """The recipe row trains as the default-model recipe does: its learning rates, R1, D updates per iteration and
+    EMA warm-up (a bench with one D update would time a third of the recipe's D work)."""
+    from lddgan_core.tools.recipes import SHAPES_GAN
+
+    cfg = train_bench.make_trainer("recipe", 4, "fp32").cfg
+    for field in ("lr_g", "lr_d", "r1_gamma", "lazy_reg", "ema_decay", "d_steps", "ema_warmup"):
+        assert getattr(cfg, field) == getattr(SHAPES_GAN, field), field
+    assert SHAPES_GAN.d_steps == 3
+
+
 def test_train_bench_settings_match_fp32():
     """The fast setting (fused Adam, FIR as strided convs) runs the same iteration: losses equal to float rounding."""
     a = train_bench.make_trainer("recipe", 4, "fp32")

@@ -124,3 +124,36 @@ def test_progress_bar_and_stop_flag():
         with pytest.raises(KeyboardInterrupt):  # second: now
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is not stop._handler
+
+
+def test_finetune_resumes_a_run_started_under_older_defaults(tmp_path, image_dir, random_model, capsys):
+    """A run saved with other values of fields the user did not give (as after FINETUNE_DEFAULTS changed: lazy_reg
+    10, rec_value 1, sigmoid) continues with its saved values when the same command is run again; a value given on
+    the command line is still compared and a change refused."""
+    from lddgan_core.train import finetune_config, keep_saved_settings
+
+    model = random_model("kl").save(tmp_path / "base.safetensors")
+    run = tmp_path / "run"
+    args = ["finetune", "--model", str(model), "--data", str(image_dir), "--out", str(run), "--batch", "2",
+            "--disc-config", TINY_D, "--device", "cpu", "-q", "--save-every", "2"]
+    old = ["--lazy-reg", "10", "--rec-value", "1", "--schedule", "sigmoid"]
+    assert main(args + old + ["--steps", "2"]) == 0
+    capsys.readouterr()
+    assert main([x for x in args if x != "-q"] + ["--steps", "4"]) == 0  # defaults now: lazy_reg 15, constant 4
+    err = capsys.readouterr().err
+    assert "lazy_reg 10 (default now 15)" in err and "rec_schedule 'sigmoid'" in err and "rec_value 1.0" in err
+    state = load_state(str(run / "train_state.pt"))
+    assert state["step"] == 4
+    saved = json.loads(state["train_config"])
+    assert (saved["lazy_reg"], saved["rec_value"], saved["rec_schedule"]) == (10, 1.0, "sigmoid")
+    assert float(rows(run / "losses.csv")[-1]["w"]) < 0.5  # the sigmoid schedule went on (constant 4 would be 4)
+    assert main(args + ["--steps", "6", "--lazy-reg", "20"]) == 2  # given: compared, refused
+    assert "lazy_reg 10 -> 20" in capsys.readouterr().err
+
+    # the library rule itself: given fields and fields off their default are left alone; no state, no change
+    cfg = finetune_config()
+    same, taken = keep_saved_settings(cfg, finetune_config(), str(run / "train_state.pt"), given={"lazy_reg"})
+    assert same.lazy_reg == 15 and same.rec_value == 1.0 and "lazy_reg" not in taken
+    off = finetune_config(rec_value=2.0)
+    assert keep_saved_settings(off, finetune_config(), str(run / "train_state.pt"))[0].rec_value == 2.0
+    assert keep_saved_settings(cfg, finetune_config(), str(tmp_path / "none.pt")) == (cfg, {})
