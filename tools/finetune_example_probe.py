@@ -32,7 +32,10 @@ def main(picture, steps, batch, lr_g, augment, out=None):
 
     before, _ = dist(model)
     t0 = time.perf_counter()
-    res = finetune(model, images=x, steps=int(steps), batch_size=int(batch), lr_g=float(lr_g), augment=int(augment))
+    # the example workflow's other widget values (tools/build_workflows.py: sigmoid Weighted Learning, R1 1.0); the
+    # fields without a widget (lazy_reg, rec_value, D augmentation) are FINETUNE_DEFAULTS', as in the node
+    res = finetune(model, images=x, steps=int(steps), batch_size=int(batch), lr_g=float(lr_g), augment=int(augment),
+                   lr_d=1e-4, schedule="sigmoid", gamma=6.0, r1_gamma=1.0, ema_decay=0.999, seed=0)
     seconds = time.perf_counter() - t0
     after, y = dist(res.model)
     print(f"{steps} iterations, batch {batch}, lr_g {lr_g}, augment {augment}: {seconds:.0f} s; "
