@@ -133,11 +133,11 @@ def test_node_cli_and_library_share_the_fine_tune_defaults():
     # and they are the measured recipe (README "Few-image fine-tuning check"), not TrainConfig's official values
     from lddgan_core.train import TrainConfig
 
-    measured = (1e-4, 0.02, 15, "constant", 4.0)
+    measured = (2e-4, 0.02, 15, "constant", 4.0)
     assert (lib.lr_g, lib.r1_gamma, lib.lazy_reg, lib.rec_schedule, lib.rec_value) == measured
     official = TrainConfig()
-    assert all(a != b for a, b in zip(measured, (official.lr_g, official.r1_gamma, official.lazy_reg,
-                                                 official.rec_schedule, official.rec_value)))
+    assert all(a != b for a, b in zip(measured[1:], (official.r1_gamma, official.lazy_reg, official.rec_schedule,
+                                                     official.rec_value)))  # (lr_g happens to equal TrainConfig's)
     assert F.FINETUNE_REC_VALUE == lib.rec_value  # the schedule tooltip names it
 
 

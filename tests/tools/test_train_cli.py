@@ -65,7 +65,7 @@ def test_finetune_run_folder_and_resume(tmp_path, image_dir, random_model, capsy
     assert [r["step"] for r in rows(run / "losses.csv")] == ["2", "4", "6", "8"]
     assert load_state(str(run / "train_state.pt"))["step"] == 8
     assert main(args + ["--steps", "8", "--lr-g", "1e-3"]) == 2  # changed settings: refused, explained
-    assert "lr_g 0.0001 -> 0.001" in capsys.readouterr().err
+    assert "lr_g 0.0002 -> 0.001" in capsys.readouterr().err
     assert main(args + ["--steps", "2", "--restart"]) == 0
     assert [r["step"] for r in rows(run / "losses.csv")] == ["2"]
     assert len([f for f in os.listdir(run) if f.startswith("train_state.") and f != "train_state.pt"]) == 1  # backup
