@@ -285,6 +285,16 @@ def evaluate_model(model, *, n: int = 5000, seed: int = 0, batch: int = 64, feat
 
 
 # -- image folders -------------------------------------------------------------------------------------------
+def _mode_samples(model, n: int, seed: int, batch: int) -> torch.Tensor:
+    """n samples (seeds seed..seed+n-1, `batch` at a time) as uint8 [n, 3, H, W] on the CPU."""
+    parts = []
+    for start in range(0, n, batch):
+        seeds = list(range(seed + start, seed + min(n, start + batch)))
+        with torch.no_grad():
+            parts.append(quantize(model.decode(model.sample(seeds=seeds)).float().cpu()))
+    return torch.cat(parts)
+
+
 def evaluate_mode(model, mode: int, *, n: int = 1000, seed: int = 0, real_seed: int = 1, batch: int = 64,
                   featurizer: Featurizer | None = None) -> dict:
     """A model fine-tuned on one shapes mode against n held-out images of that mode (dataset `real_seed`):
@@ -292,12 +302,7 @@ def evaluate_mode(model, mode: int, *, n: int = 1000, seed: int = 0, real_seed: 
     plus FID / precision / recall / density / coverage in the classifier's feature space."""
     n = _check_n(n)
     fz = featurizer or Featurizer("shapes", device=model.device)
-    parts = []
-    for start in range(0, n, batch):
-        seeds = list(range(seed + start, seed + min(n, start + batch)))
-        with torch.no_grad():
-            parts.append(quantize(model.decode(model.sample(seeds=seeds)).float().cpu()))
-    gen = fz(torch.cat(parts))
+    gen = fz(_mode_samples(model, n, seed, batch))
     real = fz(mode_images(mode, n, real_seed))
     out = {k: v for k, v in compare(gen, real).items() if k != "histogram"}
     ok = (gen["modes"] == mode) & (gen["confidence"] >= MIN_CONFIDENCE)
@@ -325,12 +330,7 @@ def mode_ceiling(model, modes, *, pool: int = 8000, n_real: int = 1000, seed: in
             raise InputError(f"mode must be an integer 0..{NUM_MODES - 1}, got {mode!r}")
     pool, n_real = _check_n(pool, "pool"), _check_n(n_real, "n_real")
     fz = featurizer or Featurizer("shapes", device=model.device)
-    parts = []
-    for start in range(0, pool, batch):
-        seeds = list(range(seed + start, seed + min(pool, start + batch)))
-        with torch.no_grad():
-            parts.append(fz(quantize(model.decode(model.sample(seeds=seeds)).float().cpu())))
-    gen = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    gen = fz(_mode_samples(model, pool, seed, batch))
     rows = []
     for mode in modes:
         ok = (gen["modes"] == mode) & (gen["confidence"] >= MIN_CONFIDENCE)
