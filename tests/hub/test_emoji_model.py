@@ -48,7 +48,10 @@ def test_it_draws_emoji(emoji, one_thread):
     from lddgan_core.eval.emoji_eval import evaluate_emoji_model
 
     r, _ = evaluate_emoji_model(emoji, N)
-    u, _ = evaluate_emoji_model(L.LDDGAN(emoji.config).eval(), N)  # untrained: the same architecture
+    with torch.random.fork_rng():  # untrained: the same architecture, its weights from a fixed seed
+        torch.manual_seed(0)
+        untrained = L.LDDGAN(emoji.config).eval()
+    u, _ = evaluate_emoji_model(untrained, N)
     g, ug = r["vs_heldout"]["generated"], u["vs_heldout"]["generated"]
     print("shipped emoji model at N=256:", {k: round(g[k], 3) for k in ("fid", "precision", "recall")},
           "group KL", round(r["groups"]["generated"]["kl_gen_data"], 3),
