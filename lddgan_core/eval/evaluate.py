@@ -310,14 +310,8 @@ def evaluate_mode(model, mode: int, *, n: int = 1000, seed: int = 0, real_seed: 
     return out
 
 
-def mode_ceiling(model, modes, *, pool: int = 8000, n_real: int = 1000, seed: int = 0, real_seed: int = 1,
-                 batch: int = 64, featurizer: Featurizer | None = None) -> list[dict]:
-    """What a model's own samples of each shapes mode in `modes` (an int or a list) score against held-out images
-    of that mode, before any fine-tuning: `pool` samples (seeds seed..seed+pool-1, drawn once for all modes), of
-    which those the classifier assigns to the mode with confidence >= 0.5 ("kept") are compared with n_real
-    held-out images of the mode (dataset `real_seed`) like evaluate_mode. A fine-tune that only selects the mode
-    from the model's repertoire scores about this; beating it needs the fine-tune to redraw the shapes. One dict
-    per mode; its metrics are None when fewer than the k-NN minimum are kept."""
+def _check_modes(modes, batch: int) -> list[int]:
+    """`modes` (a mode or a non-empty list of them) as a list of ints 0..15; `batch` a positive int."""
     if isinstance(modes, (int, str, bytes)) or not hasattr(modes, "__iter__"):
         modes = [modes]
     modes = list(modes)
@@ -328,6 +322,18 @@ def mode_ceiling(model, modes, *, pool: int = 8000, n_real: int = 1000, seed: in
     for mode in modes:
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode < NUM_MODES:
             raise InputError(f"mode must be an integer 0..{NUM_MODES - 1}, got {mode!r}")
+    return modes
+
+
+def mode_ceiling(model, modes, *, pool: int = 8000, n_real: int = 1000, seed: int = 0, real_seed: int = 1,
+                 batch: int = 64, featurizer: Featurizer | None = None) -> list[dict]:
+    """What a model's own samples of each shapes mode in `modes` (an int or a list) score against held-out images
+    of that mode, before any fine-tuning: `pool` samples (seeds seed..seed+pool-1, drawn once for all modes), of
+    which those the classifier assigns to the mode with confidence >= 0.5 ("kept") are compared with n_real
+    held-out images of the mode (dataset `real_seed`) like evaluate_mode. A fine-tune that only selects the mode
+    from the model's repertoire scores about this; beating it needs the fine-tune to redraw the shapes. One dict
+    per mode; its metrics are None when fewer than the k-NN minimum are kept."""
+    modes = _check_modes(modes, batch)
     pool, n_real = _check_n(pool, "pool"), _check_n(n_real, "n_real")
     fz = featurizer or Featurizer("shapes", device=model.device)
     gen = fz(_mode_samples(model, pool, seed, batch))
@@ -341,6 +347,32 @@ def mode_ceiling(model, modes, *, pool: int = 8000, n_real: int = 1000, seed: in
             metrics = compare({k: v[ok] for k, v in gen.items()}, fz(mode_images(mode, n_real, real_seed)))
             out.update({k: v for k, v in metrics.items() if k != "histogram"})
         rows.append(out)
+    return rows
+
+
+def mode_references(model, modes, *, n_real: int = 1000, real_seed: int = 1, data_seed: int = 5, batch: int = 64,
+                    featurizer: Featurizer | None = None) -> list[dict]:
+    """The two upper bounds for a fine-tune on one shapes mode, scored like evaluate_mode against n_real held-out
+    images of the mode (dataset `real_seed`): "real" = n_real other real images of the mode (dataset `data_seed`,
+    where finetune-mode takes its training images), the k-NN metrics' own ceiling; "autoencoder" = the same images
+    through the model's autoencoder (encode, decode), what a generator that drew the data's latents exactly would
+    score. Two dicts per mode (key "source"), in the order of `modes`."""
+    modes = _check_modes(modes, batch)
+    n_real = _check_n(n_real, "n_real")
+    fz = featurizer or Featurizer("shapes", device=model.device)
+    rows = []
+    for mode in modes:
+        real = fz(mode_images(mode, n_real, real_seed))
+        other = mode_images(mode, n_real, data_seed)
+        parts = []
+        for start in range(0, n_real, batch):
+            x = (other[start:start + batch].float() / 127.5 - 1).to(model.device)
+            with torch.no_grad():
+                parts.append(quantize(model.decode(model.encode(x)).float().cpu()))
+        for source, images in (("real", other), ("autoencoder", torch.cat(parts))):
+            metrics = compare(fz(images), real)
+            rows.append({"mode": mode, "source": source, "n_real": n_real,
+                         **{k: v for k, v in metrics.items() if k != "histogram"}})
     return rows
 
 

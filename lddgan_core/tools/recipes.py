@@ -743,6 +743,10 @@ def main(argv=None) -> int:
     mc.add_argument("--model", default=None, help="model file (default: the shipped default model)")
     mc.add_argument("--pool", type=int, default=8000, help="samples drawn (seeds 0..pool-1)")
     mc.add_argument("--n-real", type=int, default=1000, help="held-out images of the mode")
+    mc.add_argument("--references", action="store_true",
+                    help="also score real images of the mode (dataset seed 5) and their autoencoder "
+                         "reconstructions against the same held-out images: the upper bounds (source real / "
+                         "autoencoder)")
     mc.add_argument("--threads", type=int, default=None)
     dg = sub.add_parser("diagnose", help="where a shapes model loses quality: the sampler started from real x_k "
                                          "(k = T..0), and the decoder on perturbed latents (JSON lines)")
@@ -766,7 +770,7 @@ def main(argv=None) -> int:
         return 0
     if a.recipe == "mode-ceiling":
         from ..data.shapes import mode_name, NUM_MODES
-        from ..eval.evaluate import Featurizer, mode_ceiling
+        from ..eval.evaluate import Featurizer, mode_ceiling, mode_references
         from ..hub.shipped import DEFAULT_MODEL
         from ..model import load_model
 
@@ -784,7 +788,10 @@ def main(argv=None) -> int:
         model = load_model(a.model or DEFAULT_MODEL)
         fz = Featurizer("shapes", device=model.device)
         for row in mode_ceiling(model, modes, pool=a.pool, n_real=a.n_real, featurizer=fz):
-            print(json.dumps({"mode_name": mode_name(row["mode"]), **row}), flush=True)
+            print(json.dumps({"mode_name": mode_name(row["mode"]), "source": "samples", **row}), flush=True)
+        if a.references:
+            for row in mode_references(model, modes, n_real=a.n_real, featurizer=fz):
+                print(json.dumps({"mode_name": mode_name(row["mode"]), **row}), flush=True)
         return 0
     if a.recipe == "finetune-mode":
         extra = [x for x in a.finetune_args if x != "--"]

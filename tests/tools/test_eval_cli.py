@@ -228,6 +228,41 @@ def test_mode_ceiling_keeps_only_the_mode():
     assert Mixed.calls == 0
 
 
+def test_mode_references_bound_a_fine_tune_by_the_data_and_the_autoencoder():
+    """mode_references scores other real images of the mode and their autoencoder reconstructions against the
+    held-out images: an identity autoencoder scores exactly like the real images, one that blurs (a 5x5 box
+    filter, what an averaging model draws) loses precision; the real images sit near a perfect score."""
+    import torch
+    import torch.nn.functional as F
+
+    from lddgan_core.errors import InputError
+    from lddgan_core.eval.evaluate import mode_references
+
+    class AE:
+        device = torch.device("cpu")
+
+        def __init__(self, blur):
+            self.blur = blur
+
+        def encode(self, x):
+            assert x.min() >= -1 and x.max() <= 1 and x.dtype == torch.float32
+            return x
+
+        def decode(self, z):
+            return F.avg_pool2d(z, 5, 1, 2, count_include_pad=False) if self.blur else z
+
+    real, same = mode_references(AE(False), 0, n_real=48, batch=20)
+    assert (real["source"], same["source"], real["mode"], real["n_real"]) == ("real", "autoencoder", 0, 48)
+    assert real["precision"] > 0.6 and real["recall"] > 0.6 and real["fid"] < 1
+    assert {k: same[k] for k in ("fid", "precision", "recall")} == {k: real[k] for k in ("fid", "precision", "recall")}
+    real_b, blurred = mode_references(AE(True), [0], n_real=48)
+    assert real_b == real  # the real row does not depend on the autoencoder
+    print("real", real["precision"], real["fid"], "blurred", blurred["precision"], blurred["fid"])
+    assert blurred["precision"] < real["precision"] - 0.3 and blurred["fid"] > 5 * real["fid"]
+    with pytest.raises(InputError, match="mode must be an integer 0..15"):
+        mode_references(AE(False), [3, 16])
+
+
 def test_mode_ceiling_command_refuses_a_bad_mode(capsys):
     from lddgan_core.tools.recipes import main as recipes_main
 
