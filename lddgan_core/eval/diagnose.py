@@ -15,39 +15,51 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..data.shapes import HELDOUT_SEED, make_shapes, to_model_range
+from ..data.shapes import HELDOUT_SEED, make_shapes, mode_images, NUM_MODES, to_model_range
 from ..diffusion.schedule import posterior_sample, q_sample
 from ..errors import InputError
 from ..model import LDDGAN, load_model
-from .evaluate import evaluate_images
+from ..data.images import quantize
+from .evaluate import compare, evaluate_images, Featurizer
 
 KEYS = ("fid", "precision", "recall", "coverage", "unrecognised")
 DATA_SEED = HELDOUT_SEED + 10  # images the checks start from: held out, and not the evaluation's reference set
+MODE_REAL = 1000  # held-out images of the mode a mode check compares with (as evaluate_mode)
 
 
 def _model(model) -> LDDGAN:
     return load_model(model) if isinstance(model, str) else model
 
 
-def _summary(images: torch.Tensor) -> dict:
-    g = evaluate_images(images.clamp(-1, 1))["generated"]
+def _summary(images: torch.Tensor, mode: int | None = None) -> dict:
+    if mode is None:
+        g = evaluate_images(images.clamp(-1, 1))["generated"]
+    else:  # against held-out images of the mode, like evaluate_mode (the Featurizer caches their features)
+        fz = Featurizer("shapes")
+        g = compare(fz(quantize(images)), fz(mode_images(mode, MODE_REAL, HELDOUT_SEED)))
     return {k: round(float(g[k]), 4) for k in KEYS}
 
 
-def _latents(model: LDDGAN, n: int) -> torch.Tensor:
+def _latents(model: LDDGAN, n: int, mode: int | None = None) -> torch.Tensor:
     if isinstance(n, bool) or not isinstance(n, int) or n < 10:
         raise InputError(f"n: expected an integer >= 10, got {n!r}")
     size = model.config.image_size
-    x, _ = make_shapes(n, DATA_SEED, size)
+    if mode is None:
+        x, _ = make_shapes(n, DATA_SEED, size)
+    elif isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode < NUM_MODES:
+        raise InputError(f"mode: expected an integer 0..{NUM_MODES - 1} or None, got {mode!r}")
+    else:
+        x = mode_images(mode, n, DATA_SEED, size)
     return model.encode(to_model_range(x))
 
 
 @torch.no_grad()
-def chain_check(model, n: int = 1000, seed: int = 0, starts=None) -> list[dict]:
+def chain_check(model, n: int = 1000, seed: int = 0, starts=None, mode: int | None = None) -> list[dict]:
     """Rows {start, steps, fid, ...}: samples from real x_k (k in `starts`, default T .. 0), evaluated against
-    held-out data."""
+    held-out data. With `mode` (0..15; for a model fine-tuned on one shapes mode) the real states come from
+    images of that mode and the rows are scored against 1,000 held-out images of it (as evaluate_mode)."""
     model = _model(model)
-    z0 = _latents(model, n) / model.scale_factor
+    z0 = _latents(model, n, mode) / model.scale_factor
     G, T, nz = model.generator.eval(), model.num_timesteps, model.config.generator.nz
     rows = []
     for k in (range(T, -1, -1) if starts is None else starts):
@@ -64,7 +76,7 @@ def chain_check(model, n: int = 1000, seed: int = 0, starts=None) -> list[dict]:
             tt = torch.full((n,), t)
             pred = G(x, tt, torch.randn(n, nz, generator=g))
             x = posterior_sample(model.posterior, pred, x, tt, torch.randn(z0.shape, generator=g))
-        rows.append({"start": f"x_{k}", "steps": k, **_summary(model.decode(x * model.scale_factor))})
+        rows.append({"start": f"x_{k}", "steps": k, **_summary(model.decode(x * model.scale_factor), mode)})
     return rows
 
 
@@ -74,13 +86,14 @@ def chain_check_start(model, k: int, n: int = 1000, seed: int = 0) -> dict:
 
 
 @torch.no_grad()
-def latent_sensitivity(model, n: int = 1000, seed: int = 0, noise=(0.05, 0.1, 0.2)) -> list[dict]:
-    """Rows {perturbation, fid, ...}: decoded held-out latents, clean and perturbed."""
+def latent_sensitivity(model, n: int = 1000, seed: int = 0, noise=(0.05, 0.1, 0.2), mode: int | None = None
+                       ) -> list[dict]:
+    """Rows {perturbation, fid, ...}: decoded held-out latents, clean and perturbed (`mode`: as chain_check)."""
     model = _model(model)
-    z = _latents(model, n)
+    z = _latents(model, n, mode)
     g = torch.Generator().manual_seed(seed)
     cases = [("clean", z)]
     cases += [(f"noise {r:g} x std", z + r * float(z.std()) * torch.randn(z.shape, generator=g)) for r in noise]
     cases.append(("3x3 box blur", F.avg_pool2d(z, 3, 1, 1, count_include_pad=False)))
     cases.append(("mean of two latents", 0.5 * (z + z[torch.randperm(n, generator=g)])))
-    return [{"perturbation": name, **_summary(model.decode(zz))} for name, zz in cases]
+    return [{"perturbation": name, **_summary(model.decode(zz), mode)} for name, zz in cases]

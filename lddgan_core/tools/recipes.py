@@ -752,6 +752,9 @@ def main(argv=None) -> int:
                                          "(k = T..0), and the decoder on perturbed latents (JSON lines)")
     dg.add_argument("--model", default=None, help="model file (default: the shipped default model)")
     dg.add_argument("--n", type=int, default=1000, help="images per evaluation")
+    dg.add_argument("--mode", type=int, default=None,
+                    help="0..15: start from images of one shapes mode and score against 1,000 held-out images of "
+                         "it (for a model fine-tuned on that mode)")
     dg.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
     import torch
@@ -765,7 +768,10 @@ def main(argv=None) -> int:
         from ..model import load_model
 
         model = load_model(a.model or DEFAULT_MODEL)
-        for row in chain_check(model, a.n) + latent_sensitivity(model, a.n):
+        if a.mode is not None and not 0 <= a.mode < 16:
+            print(f"error: --mode: expected an integer 0..15, got {a.mode}", file=sys.stderr)
+            return 2
+        for row in chain_check(model, a.n, mode=a.mode) + latent_sensitivity(model, a.n, mode=a.mode):
             print(json.dumps(row), flush=True)
         return 0
     if a.recipe == "mode-ceiling":
