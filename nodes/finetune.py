@@ -23,7 +23,7 @@ REC_SCHEDULES = ["sigmoid", "constant", "linear", "cosine", "off"]  # the widget
 PREVIEWS = 20  # progress-bar previews per run
 # the widgets' defaults: lddgan_core.train.FINETUNE_DEFAULTS (the CLI's too), kept here so that loading the pack
 # does not import the trainer; tests/nodes check that they agree
-FINETUNE_STEPS, FINETUNE_BATCH, FINETUNE_LR_G, FINETUNE_R1_GAMMA, FINETUNE_SCHEDULE = 1000, 8, 2e-4, 0.02, "constant"
+FINETUNE_STEPS, FINETUNE_BATCH, FINETUNE_LR_G, FINETUNE_R1_GAMMA, FINETUNE_SCHEDULE = 1400, 8, 2e-4, 0.02, "constant"
 # the TrainConfig fields the widgets set (the others come from FINETUNE_DEFAULTS, or from a resumed run)
 WIDGET_FIELDS = ("steps", "batch_size", "lr_g", "lr_d", "rec_schedule", "gamma", "r1_gamma", "ema_decay", "seed",
                  "save_every")

@@ -385,6 +385,64 @@ def reconstruct(model, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def emoji_group_sets(group: str, n_images: int, classifier=None) -> dict[str, dict]:
+    """One Unicode group's emoji split for a few-image fine-tune: "finetune" = its first n_images training emoji
+    (catalog order; what ``recipes finetune-emoji`` trains on), "unseen" = the rest of its training emoji plus its
+    held-out ones (the group's emoji the fine-tune never sees). Each as real_sets() gives a split (images, features,
+    pixels, edges, ...); plus "group_index"."""
+    from ..data import emoji as E
+
+    names = E.group_names()
+    if group not in names:
+        raise InputError(f"group: expected one of {list(names)}, got {group!r}")
+    g = names.index(group)
+    real = real_sets(classifier)
+    train, held = real["train"], real["heldout"]
+    members = torch.nonzero(train["group_true"] == g).flatten()
+    if len(members) < 2 * MIN_N:
+        raise InputError(f"group: {group!r} has {len(members)} training emoji; a fine-tune check needs at least "
+                         f"{2 * MIN_N} ({MIN_N} to train on, {MIN_N} unseen)")
+    if isinstance(n_images, bool) or not isinstance(n_images, int) or not MIN_N <= n_images <= len(members) - MIN_N:
+        raise InputError(f"images: expected an integer {MIN_N}..{len(members) - MIN_N} for {group!r} "
+                         f"({len(members)} training emoji; at least {MIN_N} must stay unseen), got {n_images!r}")
+    held_members = torch.nonzero(held["group_true"] == g).flatten()
+
+    def pick(parts):
+        return {k: torch.cat([split[k][idx] for split, idx in parts]) for k in train
+                if isinstance(train[k], torch.Tensor)}
+
+    return {"finetune": pick([(train, members[:n_images])]),
+            "unseen": pick([(train, members[n_images:]), (held, held_members)]), "group_index": g}
+
+
+def evaluate_emoji_group(images: torch.Tensor, group: str, n_images: int, *, classifier=None) -> dict:
+    """Pictures of a model fine-tuned on the first n_images training emoji of one group (emoji_group_sets):
+    "in_group" = share the classifier puts in the group with confidence >= 0.5; feature metrics against the
+    group's unseen emoji, next to the fine-tune images' own score against them ("ceiling": the most a model
+    that drew exactly its training pictures could get, at the same n); "memorisation": memorisation_check with
+    the fine-tune images as the training set and the unseen emoji as the baseline (frac_copies: samples nearer
+    to a fine-tune image than any unseen emoji of the group is); "sharpness": median edge energy, samples /
+    unseen emoji."""
+    images = checked_uint8(images)
+    if images.shape[0] < MIN_N:
+        raise InputError(f"evaluate_emoji_group: needs at least {MIN_N} images, got {images.shape[0]}")
+    clf = classifier or default_classifier()
+    sets = emoji_group_sets(group, n_images, clf)
+    ft, unseen = sets["finetune"], sets["unseen"]
+    images = resize_uint8(images)
+    gen = dict(featurize(clf, images), pixels=pixel_vectors(images))
+    ok = (gen["group"] == sets["group_index"]) & (gen["confidence"] >= 0.5)
+    mem = memorisation_check(gen, ft, unseen)
+    edges = float(edge_energy(images).median())
+    return {"group": group, "n_samples": len(images), "n_finetune": len(ft["group"]), "n_unseen": len(unseen["group"]),
+            "in_group": float(ok.double().mean()),
+            "vs_unseen": {"generated": _metrics(gen["features"], unseen["features"]),
+                          "ceiling": _metrics(ft["features"], unseen["features"])},
+            "memorisation": {k: v for k, v in mem.items() if k != "details"},
+            "sharpness": {"samples": edges, "unseen": float(unseen["edges"].median()),
+                          "ratio_to_unseen": edges / max(float(unseen["edges"].median()), 1e-12)}}
+
+
 def format_report(r: dict) -> str:
     """The readable summary the CLI prints."""
     lines = [f"{r['what']} {r['source']}: {r['n_samples']} images; feature metrics at n={r['n']} "

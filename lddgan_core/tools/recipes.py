@@ -695,6 +695,55 @@ def run_finetune_mode(out: str, mode: int, *, n_images: int = 50, data_seed: int
     return row
 
 
+def run_finetune_emoji(out: str, group: str, *, n_images: int = 50, n_eval: int = 500, finetune_args=(),
+                       log=None) -> dict:
+    """The few-image fine-tuning check on the emoji model: the first n_images training emoji of one Unicode group
+    (eval.emoji_eval.emoji_group_sets) written as PNGs to <out>/data, then the user's command `lddgan finetune
+    --model emoji --data <out>/data --out <out>/run [finetune_args]` (its defaults), timed, then
+    evaluate_emoji_group on n_eval samples of the shipped emoji model ("base") and of the fine-tuned one (same
+    seeds). Writes <out>/result.json, <out>/samples.png (64 fine-tuned samples, seeds 0-63), <out>/base.png (the
+    base model's, same seeds) and <out>/data.png (the fine-tune images); returns the result."""
+    import subprocess
+
+    import torch
+    from PIL import Image
+
+    from ..data.images import make_grid, save_png
+    from ..eval.emoji_eval import emoji_group_sets, evaluate_emoji_group, sample_images
+    from ..hub.shipped import EMOJI_MODEL, resolve_model_path
+    from ..model import load_model
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    if isinstance(n_eval, bool) or not isinstance(n_eval, int) or n_eval < 64:
+        raise InputError(f"n_eval: expected an integer >= 64, got {n_eval!r}")
+    ft = emoji_group_sets(group, n_images)["finetune"]["images"]
+    data = os.path.join(out, "data")
+    os.makedirs(data, exist_ok=True)
+    for i, img in enumerate(ft):
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(os.path.join(data, f"{i:03d}.png"))
+
+    def grid(images, name):
+        save_png(make_grid(images[:64].float() / 127.5 - 1, nrow=8), os.path.join(out, name))
+
+    grid(ft, "data.png")
+    cmd = [sys.executable, "-m", "lddgan_core", "finetune", "--model", EMOJI_MODEL, "--data", data,
+           "--out", os.path.join(out, "run"), "-q", *finetune_args]
+    log("running: " + " ".join(cmd))
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    seconds = time.perf_counter() - t0
+    row = {"group": group, "images": n_images, "finetune_args": list(finetune_args), "seconds": round(seconds, 1)}
+    for name, path in (("base", resolve_model_path(EMOJI_MODEL)), ("finetuned", os.path.join(out, "run",
+                                                                                              "model.safetensors"))):
+        with torch.no_grad():
+            samples = sample_images(load_model(path), n_eval)
+        grid(samples, "base.png" if name == "base" else "samples.png")
+        row[name] = evaluate_emoji_group(samples, group, n_images)
+    atomic_write_text(os.path.join(out, "result.json"), json.dumps(row, indent=1))
+    log(json.dumps(row))
+    return row
+
+
 def _given(a: argparse.Namespace, flags) -> dict:
     """The flags given on the command line (not None), by their command-line names."""
     return {k: getattr(a, k) for k in flags if getattr(a, k) is not None}
@@ -736,6 +785,15 @@ def main(argv=None) -> int:
     fm.add_argument("--n-eval", type=int, default=1000)
     fm.add_argument("--threads", type=int, default=None)
     fm.add_argument("finetune_args", nargs=argparse.REMAINDER, help="after --: extra `lddgan finetune` arguments")
+    fe = sub.add_parser("finetune-emoji", help="fine-tune the emoji model on N emoji of one Unicode group with "
+                                               "`lddgan finetune` and its defaults; evaluate in-group share, "
+                                               "quality and copying against the group's unseen emoji")
+    fe.add_argument("--out", required=True)
+    fe.add_argument("--group", required=True, help='a Unicode emoji group, e.g. "Animals & Nature"')
+    fe.add_argument("--images", type=int, default=50)
+    fe.add_argument("--n-eval", type=int, default=500)
+    fe.add_argument("--threads", type=int, default=None)
+    fe.add_argument("finetune_args", nargs=argparse.REMAINDER, help="after --: extra `lddgan finetune` arguments")
     mc = sub.add_parser("mode-ceiling", help="a model's own samples of one shapes mode (classified from a pool) "
                                              "against held-out images of that mode: what selecting the mode "
                                              "without redrawing it scores (JSON line per mode)")
@@ -798,6 +856,14 @@ def main(argv=None) -> int:
         if a.references:
             for row in mode_references(model, modes, n_real=a.n_real, featurizer=fz):
                 print(json.dumps({"mode_name": mode_name(row["mode"]), **row}), flush=True)
+        return 0
+    if a.recipe == "finetune-emoji":
+        extra = [x for x in a.finetune_args if x != "--"]
+        try:
+            run_finetune_emoji(a.out, a.group, n_images=a.images, n_eval=a.n_eval, finetune_args=extra)
+        except InputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     if a.recipe == "finetune-mode":
         extra = [x for x in a.finetune_args if x != "--"]

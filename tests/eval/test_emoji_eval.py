@@ -223,3 +223,36 @@ def test_shipped_classifier_accuracy():
 # the largest group is 27.2 %), leaving room for other Pillow / FreeType builds
 TRAIN_GROUP_ACCURACY = 0.87
 HELDOUT_MARGIN = 0.3
+
+
+@needs_sources
+def test_group_sets_and_group_evaluation():
+    """emoji_group_sets splits a group's emoji into the first n training ones (the fine-tune's) and the rest (its
+    other training emoji and its held-out ones); evaluate_emoji_group with the shipped classifier: the fine-tune
+    pictures themselves are all in the group and all copies, the group's unseen emoji are in the group and
+    (nearly) no copies, another group's emoji are not in it. Bad groups and sizes are refused."""
+    group = "Animals & Nature"
+    sets = EV.emoji_group_sets(group, 50)
+    ft, unseen = sets["finetune"], sets["unseen"]
+    train_n = int((E.make_emoji("train", 8, E.load_catalog())[1]["group"] == sets["group_index"]).sum())
+    assert len(ft["images"]) == 50 and len(unseen["images"]) > train_n - 50 >= 10
+    assert (ft["group_true"] == sets["group_index"]).all() and (unseen["group_true"] == sets["group_index"]).all()
+    assert not set(ft["index"].tolist()) & set(unseen["index"].tolist())
+    assert ft["index"].tolist() == sorted(ft["index"].tolist())  # catalog order: the first 50
+
+    own = EV.evaluate_emoji_group(ft["images"], group, 50)
+    print("own:", own["in_group"], own["memorisation"]["pixel"]["frac_copies"], own["vs_unseen"]["generated"]["fid"])
+    assert own["in_group"] > 0.8 and own["memorisation"]["pixel"]["frac_copies"] == 1.0
+    assert own["vs_unseen"]["generated"] == own["vs_unseen"]["ceiling"]
+    new = EV.evaluate_emoji_group(unseen["images"], group, 50)
+    print("unseen:", new["in_group"], new["memorisation"]["pixel"]["frac_copies"], new["sharpness"]["ratio_to_unseen"])
+    assert new["in_group"] > 0.6 and new["memorisation"]["pixel"]["frac_copies"] < 0.05
+    assert new["sharpness"]["ratio_to_unseen"] == 1.0 and new["n_unseen"] == len(unseen["images"])
+    other = EV.evaluate_emoji_group(EV.emoji_group_sets("Food & Drink", 50)["finetune"]["images"], group, 50)
+    assert other["in_group"] < 0.2
+    with pytest.raises(InputError, match="group: expected one of"):
+        EV.emoji_group_sets("Animals", 50)
+    with pytest.raises(InputError, match="images: expected an integer 10.."):
+        EV.emoji_group_sets(group, train_n)
+    with pytest.raises(InputError, match="'Flags' has 7 training emoji"):
+        EV.emoji_group_sets("Flags", 10)

@@ -115,7 +115,7 @@ def test_node_cli_and_library_share_the_fine_tune_defaults():
     from lddgan_core.train import FINETUNE_DEFAULTS, finetune_config
 
     lib = finetune_config()
-    assert (lib.steps, lib.batch_size) == (FINETUNE_DEFAULTS["steps"], FINETUNE_DEFAULTS["batch_size"]) == (1000, 8)
+    assert (lib.steps, lib.batch_size) == (FINETUNE_DEFAULTS["steps"], FINETUNE_DEFAULTS["batch_size"]) == (1400, 8)
     widgets = {k: v[1]["default"] for k, v in F.LDDGANFineTune.INPUT_TYPES()["required"].items()
                if isinstance(v, tuple) and len(v) > 1 and "default" in v[1]}
     cli = vars(build_parser().parse_args(["finetune", "--data", "d", "--out", "o"]))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import lddgan_core as L
+from emoji_util import needs_sources
 from lddgan_core.data.shapes import make_shapes, to_model_range
 from lddgan_core.errors import InputError
 from lddgan_core.train.api import training_mode
@@ -230,3 +231,24 @@ def test_latent_std_is_checked_and_decides_the_scale():
             ShapesRecipe(latent_std=bad)
     assert ShapesRecipe(scale_factor=None, latent_std=None).latent_scale(None) == "auto"
     assert ShapesRecipe(scale_factor=3.0).latent_scale(None) == 3.0  # a fixed scale wins over latent_std
+
+
+@needs_sources
+def test_finetune_emoji_recipe_end_to_end(tmp_path, one_thread, capsys):
+    """`recipes finetune-emoji`: writes the group's first N training emoji, runs `lddgan finetune --model emoji`
+    (two iterations here), evaluates the base and the fine-tuned model on the same seeds and writes the result and
+    the grids; an unknown group is refused before anything runs."""
+    from lddgan_core.tools.recipes import main as recipes_main
+
+    assert recipes_main(["finetune-emoji", "--out", str(tmp_path / "x"), "--group", "Animals"]) == 2
+    assert "group: expected one of" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    out = tmp_path / "run"
+    assert recipes_main(["finetune-emoji", "--out", str(out), "--group", "Food & Drink", "--images", "10",
+                         "--n-eval", "64", "--", "--steps", "2", "--batch", "2"]) == 0
+    r = json.loads((out / "result.json").read_text())
+    assert r["group"] == "Food & Drink" and r["images"] == 10 and r["finetune_args"] == ["--steps", "2", "--batch", "2"]
+    assert len(list((out / "data").glob("*.png"))) == 10 and (out / "run" / "model.safetensors").is_file()
+    for name in ("base", "finetuned"):
+        assert r[name]["n_samples"] == 64 and r[name]["n_finetune"] == 10 and 0 <= r[name]["in_group"] <= 1
+    for png in ("data.png", "samples.png", "base.png"):
+        assert (out / png).stat().st_size > 1000
