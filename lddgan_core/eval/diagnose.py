@@ -12,6 +12,8 @@ that blobby samples come from averaged predictions, not from the autoencoder.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -31,12 +33,22 @@ def _model(model) -> LDDGAN:
     return load_model(model) if isinstance(model, str) else model
 
 
+@functools.lru_cache(maxsize=1)
+def _featurizer() -> Featurizer:
+    return Featurizer("shapes")
+
+
+@functools.lru_cache(maxsize=4)
+def _mode_reference(mode: int) -> dict:
+    """Features of MODE_REAL held-out images of `mode` (rendering them walks 32,000 shapes: done once per mode)."""
+    return _featurizer()(mode_images(mode, MODE_REAL, HELDOUT_SEED))
+
+
 def _summary(images: torch.Tensor, mode: int | None = None) -> dict:
     if mode is None:
         g = evaluate_images(images.clamp(-1, 1))["generated"]
-    else:  # against held-out images of the mode, like evaluate_mode (the Featurizer caches their features)
-        fz = Featurizer("shapes")
-        g = compare(fz(quantize(images)), fz(mode_images(mode, MODE_REAL, HELDOUT_SEED)))
+    else:  # against held-out images of the mode, like evaluate_mode
+        g = compare(_featurizer()(quantize(images)), _mode_reference(mode))
     return {k: round(float(g[k]), 4) for k in KEYS}
 
 

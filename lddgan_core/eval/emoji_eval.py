@@ -418,8 +418,9 @@ def emoji_group_sets(group: str, n_images: int, classifier=None) -> dict[str, di
 def evaluate_emoji_group(images: torch.Tensor, group: str, n_images: int, *, classifier=None) -> dict:
     """Pictures of a model fine-tuned on the first n_images training emoji of one group (emoji_group_sets):
     "in_group" = share the classifier puts in the group with confidence >= 0.5; feature metrics against the
-    group's unseen emoji, next to the fine-tune images' own score against them ("ceiling": the most a model
-    that drew exactly its training pictures could get, at the same n); "memorisation": memorisation_check with
+    group's unseen emoji: "generated" (all samples), "generated_same_n" (the first n_images samples) and
+    "ceiling" (the n_images fine-tune pictures themselves: what a model that drew exactly its training pictures
+    would get; k-NN recall and coverage grow with n, so compare it with generated_same_n); "memorisation": memorisation_check with
     the fine-tune images as the training set and the unseen emoji as the baseline (frac_copies: samples nearer
     to a fine-tune image than any unseen emoji of the group is); "sharpness": median edge energy, samples /
     unseen emoji."""
@@ -437,6 +438,7 @@ def evaluate_emoji_group(images: torch.Tensor, group: str, n_images: int, *, cla
     return {"group": group, "n_samples": len(images), "n_finetune": len(ft["group"]), "n_unseen": len(unseen["group"]),
             "in_group": float(ok.double().mean()),
             "vs_unseen": {"generated": _metrics(gen["features"], unseen["features"]),
+                          "generated_same_n": _metrics(gen["features"][:len(ft["group"])], unseen["features"]),
                           "ceiling": _metrics(ft["features"], unseen["features"])},
             "memorisation": {k: v for k, v in mem.items() if k != "details"},
             "sharpness": {"samples": edges, "unseen": float(unseen["edges"].median()),

@@ -662,14 +662,46 @@ def run_probe(out: str, overrides: dict, log=None) -> list[dict]:
     return rows
 
 
+def _fresh_check_dir(out: str) -> str:
+    """<out>/data for a fine-tune check: refused when <out>/data or <out>/run already hold files (old pictures would
+    join the training set and an old run would be resumed, so neither the time nor the scores would mean anything)."""
+    for part in ("data", "run"):
+        path = os.path.join(out, part)
+        if os.path.isdir(path) and os.listdir(path):
+            raise InputError(f"out: {path} is not empty (an earlier check?); choose a new --out")
+    data = os.path.join(out, "data")
+    os.makedirs(data, exist_ok=True)
+    return data
+
+
+def _timed_finetune(cmd: list, threads: int | None, log) -> float:
+    """Run the user's `lddgan finetune` command (a child process; `threads` sets its OMP_NUM_THREADS), return its
+    wall time in seconds; a failed command is a FinetuneFailed with its exit status."""
+    import subprocess
+
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    log("running: " + " ".join(cmd))
+    t0 = time.perf_counter()
+    rc = subprocess.run(cmd, env=env).returncode
+    if rc != 0:
+        raise FinetuneFailed(rc)
+    return time.perf_counter() - t0
+
+
+class FinetuneFailed(Exception):
+    """`lddgan finetune` exited with a non-zero status (its own message is already on stderr)."""
+
+    def __init__(self, returncode: int):
+        super().__init__(f"lddgan finetune failed with exit status {returncode}")
+        self.returncode = returncode
+
+
 def run_finetune_mode(out: str, mode: int, *, n_images: int = 50, data_seed: int = 5, n_eval: int = 1000,
-                      finetune_args=(), log=None) -> dict:
+                      finetune_args=(), threads: int | None = None, log=None) -> dict:
     """The few-image fine-tuning check: n_images shapes of one mode (dataset `data_seed`) written as PNGs to
     <out>/data, then the user's command `lddgan finetune --data <out>/data --out <out>/run [finetune_args]` (its
     defaults: the shipped default model, D augmentation on), timed, then evaluate_mode on n_eval samples against
     n_eval held-out images of that mode. Writes and returns <out>/result.json."""
-    import subprocess
-
     from PIL import Image
 
     from ..data.shapes import mode_images, mode_name
@@ -677,16 +709,13 @@ def run_finetune_mode(out: str, mode: int, *, n_images: int = 50, data_seed: int
     from ..model import load_model
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    data = os.path.join(out, "data")
-    os.makedirs(data, exist_ok=True)
-    for i, img in enumerate(mode_images(mode, n_images, data_seed)):
+    images = mode_images(mode, n_images, data_seed)
+    data = _fresh_check_dir(out)
+    for i, img in enumerate(images):
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(os.path.join(data, f"{i:03d}.png"))
     cmd = [sys.executable, "-m", "lddgan_core", "finetune", "--data", data, "--out", os.path.join(out, "run"), "-q",
            *finetune_args]
-    log("running: " + " ".join(cmd))
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    seconds = time.perf_counter() - t0
+    seconds = _timed_finetune(cmd, threads, log)
     ev = evaluate_mode(load_model(os.path.join(out, "run", "model.safetensors")), mode, n=n_eval)
     row = {"mode": mode, "mode_name": mode_name(mode), "images": n_images, "finetune_args": list(finetune_args),
            "seconds": round(seconds, 1), **ev}
@@ -696,15 +725,13 @@ def run_finetune_mode(out: str, mode: int, *, n_images: int = 50, data_seed: int
 
 
 def run_finetune_emoji(out: str, group: str, *, n_images: int = 50, n_eval: int = 500, finetune_args=(),
-                       log=None) -> dict:
+                       threads: int | None = None, log=None) -> dict:
     """The few-image fine-tuning check on the emoji model: the first n_images training emoji of one Unicode group
     (eval.emoji_eval.emoji_group_sets) written as PNGs to <out>/data, then the user's command `lddgan finetune
     --model emoji --data <out>/data --out <out>/run [finetune_args]` (its defaults), timed, then
     evaluate_emoji_group on n_eval samples of the shipped emoji model ("base") and of the fine-tuned one (same
     seeds). Writes <out>/result.json, <out>/samples.png (64 fine-tuned samples, seeds 0-63), <out>/base.png (the
     base model's, same seeds) and <out>/data.png (the fine-tune images); returns the result."""
-    import subprocess
-
     import torch
     from PIL import Image
 
@@ -717,8 +744,7 @@ def run_finetune_emoji(out: str, group: str, *, n_images: int = 50, n_eval: int 
     if isinstance(n_eval, bool) or not isinstance(n_eval, int) or n_eval < 64:
         raise InputError(f"n_eval: expected an integer >= 64, got {n_eval!r}")
     ft = emoji_group_sets(group, n_images)["finetune"]["images"]
-    data = os.path.join(out, "data")
-    os.makedirs(data, exist_ok=True)
+    data = _fresh_check_dir(out)
     for i, img in enumerate(ft):
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(os.path.join(data, f"{i:03d}.png"))
 
@@ -728,10 +754,7 @@ def run_finetune_emoji(out: str, group: str, *, n_images: int = 50, n_eval: int 
     grid(ft, "data.png")
     cmd = [sys.executable, "-m", "lddgan_core", "finetune", "--model", EMOJI_MODEL, "--data", data,
            "--out", os.path.join(out, "run"), "-q", *finetune_args]
-    log("running: " + " ".join(cmd))
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    seconds = time.perf_counter() - t0
+    seconds = _timed_finetune(cmd, threads, log)
     row = {"group": group, "images": n_images, "finetune_args": list(finetune_args), "seconds": round(seconds, 1)}
     for name, path in (("base", resolve_model_path(EMOJI_MODEL)), ("finetuned", os.path.join(out, "run",
                                                                                               "model.safetensors"))):
@@ -825,10 +848,13 @@ def main(argv=None) -> int:
         from ..hub.shipped import DEFAULT_MODEL
         from ..model import load_model
 
-        model = load_model(a.model or DEFAULT_MODEL)
         if a.mode is not None and not 0 <= a.mode < 16:
             print(f"error: --mode: expected an integer 0..15, got {a.mode}", file=sys.stderr)
             return 2
+        if a.n < 10:
+            print(f"error: --n: expected at least 10 (the k-NN metrics need them), got {a.n}", file=sys.stderr)
+            return 2
+        model = load_model(a.model or DEFAULT_MODEL)
         for row in chain_check(model, a.n, mode=a.mode) + latent_sensitivity(model, a.n, mode=a.mode):
             print(json.dumps(row), flush=True)
         return 0
@@ -857,17 +883,21 @@ def main(argv=None) -> int:
             for row in mode_references(model, modes, n_real=a.n_real, featurizer=fz):
                 print(json.dumps({"mode_name": mode_name(row["mode"]), **row}), flush=True)
         return 0
-    if a.recipe == "finetune-emoji":
+    if a.recipe in ("finetune-emoji", "finetune-mode"):
         extra = [x for x in a.finetune_args if x != "--"]
         try:
-            run_finetune_emoji(a.out, a.group, n_images=a.images, n_eval=a.n_eval, finetune_args=extra)
+            if a.recipe == "finetune-emoji":
+                run_finetune_emoji(a.out, a.group, n_images=a.images, n_eval=a.n_eval, finetune_args=extra,
+                                   threads=a.threads)
+            else:
+                run_finetune_mode(a.out, a.mode, n_images=a.images, n_eval=a.n_eval, finetune_args=extra,
+                                  threads=a.threads)
         except InputError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        return 0
-    if a.recipe == "finetune-mode":
-        extra = [x for x in a.finetune_args if x != "--"]
-        run_finetune_mode(a.out, a.mode, n_images=a.images, n_eval=a.n_eval, finetune_args=extra)
+        except FinetuneFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return e.returncode
         return 0
     if a.recipe == "probe":
         try:

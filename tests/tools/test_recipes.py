@@ -195,6 +195,8 @@ def test_diagnose_one_mode(one_thread, capsys):
         chain_check(DEFAULT_MODEL, n=20, mode=16)
     assert recipes_main(["diagnose", "--mode", "-1"]) == 2
     assert "--mode: expected an integer 0..15, got -1" in capsys.readouterr().err
+    assert recipes_main(["diagnose", "--n", "5"]) == 2
+    assert "--n: expected at least 10" in capsys.readouterr().err
 
 
 def test_recipe_flags_booleans_and_d_steps():
@@ -250,5 +252,38 @@ def test_finetune_emoji_recipe_end_to_end(tmp_path, one_thread, capsys):
     assert len(list((out / "data").glob("*.png"))) == 10 and (out / "run" / "model.safetensors").is_file()
     for name in ("base", "finetuned"):
         assert r[name]["n_samples"] == 64 and r[name]["n_finetune"] == 10 and 0 <= r[name]["in_group"] <= 1
+        v = r[name]["vs_unseen"]
+        assert (v["generated"]["n_fake"], v["generated_same_n"]["n_fake"], v["ceiling"]["n_fake"]) == (64, 10, 10)
+    # two iterations moved the weights: the fine-tuned samples are not the base model's
+    assert r["finetuned"]["vs_unseen"]["generated"] != r["base"]["vs_unseen"]["generated"]
     for png in ("data.png", "samples.png", "base.png"):
         assert (out / png).stat().st_size > 1000
+    # the same --out again: refused (its old pictures and run would spoil the check), nothing touched
+    assert recipes_main(["finetune-emoji", "--out", str(out), "--group", "Food & Drink", "--images", "10"]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert json.loads((out / "result.json").read_text()) == r
+    # a failing `lddgan finetune` (a bad flag after --) gives its exit status and one error line, no traceback
+    rc = recipes_main(["finetune-emoji", "--out", str(tmp_path / "bad"), "--group", "Food & Drink", "--images", "10",
+                       "--n-eval", "64", "--", "--steps", "0"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "lddgan finetune failed with exit status" in err and "Traceback" not in err
+    assert not (tmp_path / "bad" / "result.json").exists()
+
+
+def test_finetune_mode_recipe_end_to_end(tmp_path, one_thread, capsys):
+    """`recipes finetune-mode` writes N images of the mode, runs `lddgan finetune` (two iterations here), scores
+    the result against held-out images of the mode; the same --out again is refused, a bad mode before anything
+    runs."""
+    from lddgan_core.tools.recipes import main as recipes_main
+
+    out = tmp_path / "m6"
+    assert recipes_main(["finetune-mode", "--out", str(out), "--mode", "6", "--images", "10", "--n-eval", "20",
+                         "--", "--steps", "2", "--batch", "2"]) == 0
+    r = json.loads((out / "result.json").read_text())
+    assert (r["mode"], r["mode_name"], r["images"], r["n"]) == (6, "green square", 10, 20)
+    assert 0 <= r["in_mode"] <= 1 and r["fid"] > 0 and r["seconds"] > 0
+    assert len(list((out / "data").glob("*.png"))) == 10
+    assert recipes_main(["finetune-mode", "--out", str(out), "--mode", "6"]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert recipes_main(["finetune-mode", "--out", str(tmp_path / "x"), "--mode", "16"]) == 2
+    assert "mode must be an integer" in capsys.readouterr().err and not (tmp_path / "x").exists()
