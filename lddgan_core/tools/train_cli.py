@@ -109,6 +109,7 @@ def _train_config(a):
 
     return TrainConfig(steps=a.steps, batch_size=a.batch, micro_batch=a.micro_batch, lr_g=a.lr_g, lr_d=a.lr_d,
                        lr_schedule=a.lr_schedule, rec_schedule=a.schedule, gamma=a.gamma, rec_value=a.rec_value,
+                       rec_t_weights=a.rec_t_weights,
                        d_steps=a.d_steps, d_warmup=a.d_warmup, r1_gamma=a.r1_gamma, lazy_reg=a.lazy_reg, ema_decay=a.ema_decay, ema_warmup=a.ema_warmup,
                        latent_mode=a.latent, precision=a.precision, seed=a.seed, log_every=a.log_every,
                        sample_every=a.sample_every, save_every=a.save_every, num_samples=a.num_samples,
@@ -239,6 +240,14 @@ def _common(p: argparse.ArgumentParser, steps: int, batch: int):
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    """argparse type of --rec-t-weights: comma-separated numbers."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,1,0.5,0, got {text!r}") from None
+
+
 def _gan_args(p: argparse.ArgumentParser, defaults: TrainConfig):
     """The GAN-training flags; their defaults are `defaults`' fields (finetune: finetune_config(), so the CLI, the
     library and the Fine-Tune node share one recipe)."""
@@ -250,6 +259,9 @@ def _gan_args(p: argparse.ArgumentParser, defaults: TrainConfig):
     p.add_argument("--gamma", type=float, default=c.gamma, help="steepness of the sigmoid schedule")
     p.add_argument("--rec-value", type=float, default=c.rec_value,
                    help="scale of the constant / linear / cosine schedules (start value of linear / cosine)")
+    p.add_argument("--rec-t-weights", type=_float_list, default=c.rec_t_weights, metavar="W0,W1,..",
+                   help="factors of the L1 term per diffusion step t = 0 .. T-1 (default: 1 for every t, as "
+                        "official); e.g. 1,1,0.25,0 leaves the high-noise steps to the adversarial loss")
     p.add_argument("--d-steps", type=int, default=c.d_steps, help="D updates per iteration (official 1)")
     p.add_argument("--d-warmup", type=int, default=c.d_warmup,
                    help="the first N iterations train D only (a fresh D learns the data before G follows it)")

@@ -32,6 +32,11 @@ def r1_penalty(logits_real: torch.Tensor, x_real: torch.Tensor, r1_gamma: float)
     return 0.5 * float(r1_gamma) * grad.float().flatten(1).pow(2).sum(1).mean()
 
 
-def rec_loss(x0_pred: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error of G's x0 prediction against the clean latent (the official F.l1_loss)."""
-    return F.l1_loss(x0_pred.float(), x0.float())
+def rec_loss(x0_pred: torch.Tensor, x0: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean absolute error of G's x0 prediction against the clean latent (the official F.l1_loss). weights: one
+    factor per sample (TrainConfig.rec_t_weights at the sample's t); the loss is then the mean of the weighted
+    per-sample errors."""
+    if weights is None:
+        return F.l1_loss(x0_pred.float(), x0.float())
+    per_sample = (x0_pred.float() - x0.float()).abs().flatten(1).mean(1)
+    return (per_sample * weights.to(per_sample)).mean()

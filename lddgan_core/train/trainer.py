@@ -148,6 +148,11 @@ class GANTrainer:
         # the colour op's unit: the data's spread in diffusion space
         self.aug_spread = float(data.mean.std()) / self.model.scale_factor if self.aug_ops else 1.0
         self._order = stddev_group_order(cfg.batch_size, self.micro)
+        T = self.model.num_timesteps
+        if cfg.rec_t_weights is not None and len(cfg.rec_t_weights) != T:
+            raise ConfigError(f"rec_t_weights: expected one factor per diffusion step ({T} for this model, t = 0 .. "
+                              f"{T - 1}), got {len(cfg.rec_t_weights)}: {list(cfg.rec_t_weights)}")
+        self._rec_tw = None if cfg.rec_t_weights is None else torch.tensor(cfg.rec_t_weights, dtype=torch.float32)
         self._perms: dict[int, torch.Tensor] = {}
         self.data_fingerprint = data.fingerprint
 
@@ -261,7 +266,8 @@ class GANTrainer:
                 x0_pred = self.G(x_tp1, t, r["z_g"]).float()
             x_pos = posterior_sample(self.model.posterior, x0_pred, x_tp1, t, r["post_g"])
             fake = self._D(x_pos, t, x_tp1, r.get("aug_g"))
-            adv, rec = g_adv_loss(fake), rec_loss(x0_pred, x0)
+            adv = g_adv_loss(fake)
+            rec = rec_loss(x0_pred, x0, None if self._rec_tw is None else self._rec_tw[t.cpu()])
             logs["g_adv"] += frac * adv.detach()
             logs["rec"] += frac * rec.detach()
             if backward:

@@ -157,3 +157,23 @@ def test_finetune_resumes_a_run_started_under_older_defaults(tmp_path, image_dir
     off = finetune_config(rec_value=2.0)
     assert keep_saved_settings(off, finetune_config(), str(run / "train_state.pt"))[0].rec_value == 2.0
     assert keep_saved_settings(cfg, finetune_config(), str(tmp_path / "none.pt")) == (cfg, {})
+
+
+def test_finetune_rec_t_weights_flag(tmp_path, image_dir, random_model, capsys):
+    """--rec-t-weights reaches the run's TrainConfig; a malformed list or the wrong number of steps is refused with
+    a message naming the flag or field, and no run folder state is written."""
+    model = str(random_model("kl").save(tmp_path / "base.safetensors"))
+    T = L.load(model).num_timesteps
+    base = ["finetune", "--model", model, "--data", str(image_dir), "--steps", "1", "--batch", "2", "-q",
+            "--disc-config", TINY_D, "--device", "cpu"]
+    w = ",".join(["1"] + ["0"] * (T - 1))
+    assert main(base + ["--out", str(tmp_path / "ok"), "--rec-t-weights", w]) == 0
+    cfg = json.loads((tmp_path / "ok" / "train_config.json").read_text())
+    assert cfg["train"]["rec_t_weights"] == [1.0] + [0.0] * (T - 1)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(base + ["--out", str(tmp_path / "bad"), "--rec-t-weights", "1,x"])
+    assert "expected comma-separated numbers" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "short"), "--rec-t-weights", "1"]) == 2
+    assert "rec_t_weights: expected one factor per diffusion step" in capsys.readouterr().err
+    assert not (tmp_path / "short" / "train_state.pt").exists()

@@ -318,3 +318,39 @@ def test_d_warmup(kl_setup, tmp_path):
         assert max_diff(weights(getattr(a, net)), weights(getattr(c, net))) == 0.0, net
     with pytest.raises(Exception, match="d_warmup"):
         TrainConfig(d_warmup=-1)
+
+
+def test_rec_t_weights(kl_setup, tmp_path):
+    """TrainConfig.rec_t_weights: per-step factors of the L1 term. All ones is the official loss (same update up to
+    float rounding of the per-sample mean); all zeros removes the L1 gradient (the update equals rec_schedule off);
+    a factor only at t = 0 changes the update; the wrong length or bad values are refused, naming the field."""
+    m, data = kl_setup
+    T = m.num_timesteps
+    base = dict(steps=4, batch_size=4, lazy_reg=2, rec_schedule="constant", rec_value=4.0)
+
+    def one_step(**kw):
+        tr = GANTrainer(m, data, TrainConfig(**{**base, **kw}), disc_config=TINY_D)
+        logs = tr.train_step()
+        return weights(tr.G), logs, tr
+
+    g_ref, l_ref, tr = one_step()
+    g_ones, l_ones, _ = one_step(rec_t_weights=(1.0,) * T)
+    assert l_ones["rec"] == pytest.approx(l_ref["rec"], rel=1e-5) and l_ref["rec"] > 0
+    assert max_diff(g_ones, g_ref) < 1e-6
+    g_off, _, _ = one_step(rec_schedule="off")
+    g_zero, l_zero, _ = one_step(rec_t_weights=(0.0,) * T)
+    assert l_zero["rec"] == 0.0 and max_diff(g_zero, g_off) < 1e-6 and max_diff(g_off, g_ref) > 1e-5
+    t = tr.draws(0)["t_g"]
+    first = tuple(1.0 if i == 0 else 0.0 for i in range(T))
+    g_t0, l_t0, _ = one_step(rec_t_weights=first)
+    assert (t == 0).any() and not (t == 0).all()  # the draw mixes t = 0 with other steps
+    assert 0 < l_t0["rec"] < l_ref["rec"]
+    assert max_diff(g_t0, g_ref) > 1e-5 and max_diff(g_t0, g_off) > 1e-5
+    # round trip through the run's JSON record
+    cfg = TrainConfig(**base, rec_t_weights=first)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(Exception, match=f"rec_t_weights: expected one factor per diffusion step \\({T}"):
+        GANTrainer(m, data, TrainConfig(**base, rec_t_weights=(1.0,) * (T + 1)), disc_config=TINY_D)
+    for bad in ((1.0, -1.0), (float("nan"),), (), [1.0], (True,)):
+        with pytest.raises(Exception, match="rec_t_weights"):
+            TrainConfig(rec_t_weights=bad)

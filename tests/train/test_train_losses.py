@@ -49,3 +49,11 @@ def test_losses_finite_and_r1_reaches_discriminator_weights():
     losses[3].backward()
     grads = [p.grad for p in D.parameters() if p.grad is not None]
     assert grads and sum(g.abs().sum().item() for g in grads) > 0
+
+
+def test_rec_loss_per_sample_weights():
+    """weights: the mean of each sample's L1 times its factor; all-ones equals the official F.l1_loss."""
+    pred = torch.tensor([[1.0, -1.0], [2.0, 0.0], [0.0, 0.0]])
+    x0 = torch.tensor([[0.5, 0.0], [0.0, 0.0], [1.0, 3.0]])  # per-sample L1: 0.75, 1.0, 2.0
+    assert rec_loss(pred, x0, torch.ones(3)).item() == pytest.approx(rec_loss(pred, x0).item())
+    assert rec_loss(pred, x0, torch.tensor([1.0, 0.5, 0.0])).item() == pytest.approx((0.75 + 0.5) / 3)
