@@ -25,7 +25,6 @@ from ..train.config import AUTOENCODER_PRESETS, GENERATOR_PRESETS, TrainConfig
 from ..train.data import Augment
 from ..train.files import RunPaths
 from ..train.latents import build_latents
-from .common import resolve_device
 from .progress import ProgressBar
 
 
