@@ -17,6 +17,7 @@ from .diffaug import parse_policy
 from .schedules import LR_SCHEDULES, REC_SCHEDULES
 
 PRECISIONS = ("auto", "fp32", "bf16")
+REC_T_RULES = ("min_snr",)  # rec_t_weights given as a rule instead of numbers
 MAX_T_WEIGHTS = 64  # rec_t_weights entries (the number of diffusion steps is checked by the trainer)
 
 
@@ -89,9 +90,10 @@ class TrainConfig(_DictMixin):
     rec_schedule: str = "sigmoid"  # weight of the L1 term: sigmoid (paper), constant, off, linear, cosine
     gamma: float = 6.0  # steepness of the sigmoid schedule
     rec_value: float = 1.0  # scale of the constant / linear / cosine schedules
-    rec_t_weights: tuple[float, ...] | None = None  # per-step factors of the L1 term, one per t = 0 .. T-1 (None:
-    # 1 for every t, as the official code). The L1 optimum at a high-noise step is the average of every x0 the
-    # noisy state allows (a blur); small factors there leave those steps to the adversarial loss
+    rec_t_weights: tuple[float, ...] | str | None = None  # per-step factors of the L1 term, one per t = 0 .. T-1
+    # (None: 1 for every t, as the official code), or "min_snr": min(1, SNR of x_{t+1}) from the model's schedule,
+    # for any T. The L1 optimum at a high-noise step is the average of every x0 the noisy state allows (a blur);
+    # small factors there leave those steps to the adversarial loss
     d_steps: int = 1  # D updates per iteration (official: 1). Extra D steps draw their own pairs, t and z; lazy R1
     # runs on the first. More D steps per G step keep a small-latent D ahead of G (README "Recipe probes")
     d_warmup: int = 0  # the first d_warmup iterations train D only (G and its EMA stay as they are; G's losses are
@@ -131,13 +133,13 @@ class TrainConfig(_DictMixin):
             _pos_int(self, "micro_batch")
         _nonneg(self, "lr_g", "lr_d", "min_lr", "gamma", "rec_value", "r1_gamma")
         _count(self, "sample_every", "save_every", "d_warmup")
-        if self.rec_t_weights is not None:
+        if self.rec_t_weights is not None and self.rec_t_weights not in REC_T_RULES:
             v = self.rec_t_weights
             ok = isinstance(v, tuple) and 1 <= len(v) <= MAX_T_WEIGHTS and all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 for x in v)
             if not ok:
                 raise FieldError("TrainConfig", "rec_t_weights", f"expected 1..{MAX_T_WEIGHTS} finite numbers >= 0 "
-                                                                 f"(one per diffusion step), got {v!r}")
+                                                                 f"(one per diffusion step) or one of {list(REC_T_RULES)}, got {v!r}")
         _unit(self, "ema_decay", "beta1", "beta2")
         _choice(self, "rec_schedule", REC_SCHEDULES)
         if self.rec_schedule == "sigmoid" and self.gamma <= 0:

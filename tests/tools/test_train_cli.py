@@ -174,6 +174,8 @@ def test_finetune_rec_t_weights_flag(tmp_path, image_dir, random_model, capsys):
     with pytest.raises(SystemExit):
         main(base + ["--out", str(tmp_path / "bad"), "--rec-t-weights", "1,x"])
     assert "expected comma-separated numbers" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "rule"), "--rec-t-weights", "min_snr"]) == 0
+    assert json.loads((tmp_path / "rule" / "train_config.json").read_text())["train"]["rec_t_weights"] == "min_snr"
     assert main(base + ["--out", str(tmp_path / "short"), "--rec-t-weights", "1"]) == 2
     assert "rec_t_weights: expected one factor per diffusion step" in capsys.readouterr().err
     assert not (tmp_path / "short" / "train_state.pt").exists()

@@ -351,6 +351,12 @@ def test_rec_t_weights(kl_setup, tmp_path):
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(Exception, match=f"rec_t_weights: expected one factor per diffusion step \\({T}"):
         GANTrainer(m, data, TrainConfig(**base, rec_t_weights=(1.0,) * (T + 1)), disc_config=TINY_D)
-    for bad in ((1.0, -1.0), (float("nan"),), (), [1.0], (True,)):
+    # the rule: min(1, SNR of x_{t+1}) from the model's own schedule, for any T
+    c = m.coefficients
+    snr = [float(c.a_s_cum[k]) ** 2 / float(c.sigmas_cum[k]) ** 2 for k in range(1, T + 1)]
+    rule = GANTrainer(m, data, TrainConfig(**base, rec_t_weights="min_snr"), disc_config=TINY_D)._rec_tw
+    assert rule.tolist() == pytest.approx([min(1.0, v) for v in snr], rel=1e-6)
+    assert rule[0] == 1.0 and all(rule[i + 1] < rule[i] for i in range(T - 1))  # less L1 as the noise grows
+    for bad in ((1.0, -1.0), (float("nan"),), (), [1.0], (True,), "snr"):
         with pytest.raises(Exception, match="rec_t_weights"):
             TrainConfig(rec_t_weights=bad)
