@@ -71,7 +71,8 @@ def chain_check(model, n: int = 1000, seed: int = 0, starts=None, mode: int | No
     held-out data. With `mode` (0..15; for a model fine-tuned on one shapes mode) the real states come from
     images of that mode and the rows are scored against 1,000 held-out images of it (as evaluate_mode)."""
     model = _model(model)
-    z0 = _latents(model, n, mode) / model.scale_factor
+    lat = _latents(model, n, mode)
+    z0 = lat / model.scale_factor
     G, T, nz = model.generator.eval(), model.num_timesteps, model.config.generator.nz
     rows = []
     for k in (range(T, -1, -1) if starts is None else starts):
@@ -88,7 +89,9 @@ def chain_check(model, n: int = 1000, seed: int = 0, starts=None, mode: int | No
             tt = torch.full((n,), t)
             pred = G(x, tt, torch.randn(n, nz, generator=g))
             x = posterior_sample(model.posterior, pred, x, tt, torch.randn(z0.shape, generator=g))
-        rows.append({"start": f"x_{k}", "steps": k, **_summary(model.decode(x * model.scale_factor), mode)})
+        # k = 0 decodes the latents themselves (not z0 * scale_factor, which differs by float rounding)
+        rows.append({"start": f"x_{k}", "steps": k, **_summary(model.decode(lat if k == 0 else x * model.scale_factor),
+                                                               mode)})
     return rows
 
 

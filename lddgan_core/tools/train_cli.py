@@ -21,7 +21,7 @@ from ..model import load_model
 from ..train import dist as tdist
 from ..train.api import FINETUNE_DEFAULTS, finetune_config, keep_saved_settings, new_model, shared_latents, train_autoencoder, train_model, training_mode
 from ..train.autoencoder import AETrainConfig, load_autoencoder
-from ..train.config import AUTOENCODER_PRESETS, GENERATOR_PRESETS, REC_T_RULES, TrainConfig
+from ..train.config import AUTOENCODER_PRESETS, GENERATOR_PRESETS, REC_T_RULES, TrainConfig, parse_rec_t_rule
 from ..train.data import Augment
 from ..train.files import RunPaths
 from ..train.latents import build_latents
@@ -240,8 +240,8 @@ def _common(p: argparse.ArgumentParser, steps: int, batch: int):
 
 
 def _float_list(text: str) -> tuple[float, ...] | str:
-    """argparse type of --rec-t-weights: comma-separated numbers, or a rule name (min_snr)."""
-    if text in REC_T_RULES:
+    """argparse type of --rec-t-weights: comma-separated numbers, or a rule (min_snr, snr>=X)."""
+    if parse_rec_t_rule(text) is not None:
         return text
     try:
         return tuple(float(v) for v in text.split(","))
@@ -261,10 +261,10 @@ def _gan_args(p: argparse.ArgumentParser, defaults: TrainConfig):
     p.add_argument("--gamma", type=float, default=c.gamma, help="steepness of the sigmoid schedule")
     p.add_argument("--rec-value", type=float, default=c.rec_value,
                    help="scale of the constant / linear / cosine schedules (start value of linear / cosine)")
-    p.add_argument("--rec-t-weights", type=_float_list, default=c.rec_t_weights, metavar="W0,W1,..|min_snr",
+    p.add_argument("--rec-t-weights", type=_float_list, default=c.rec_t_weights, metavar="W0,W1,..|RULE",
                    help="factors of the L1 term per diffusion step t = 0 .. T-1 (default: 1 for every t, as "
-                        "official); e.g. 1,1,0,0 leaves the high-noise steps to the adversarial loss; min_snr: "
-                        "min(1, SNR of x_{t+1}) for any T")
+                        "official); e.g. 1,1,0,0 leaves the high-noise steps to the adversarial loss. Rules over the "
+                        "SNR of x_{t+1}, for any T: min_snr (min(1, SNR)), snr>=X (1 where SNR >= X, else 0)")
     p.add_argument("--d-steps", type=int, default=c.d_steps, help="D updates per iteration (official 1)")
     p.add_argument("--d-warmup", type=int, default=c.d_warmup,
                    help="the first N iterations train D only (a fresh D learns the data before G follows it)")

@@ -17,7 +17,21 @@ from .diffaug import parse_policy
 from .schedules import LR_SCHEDULES, REC_SCHEDULES
 
 PRECISIONS = ("auto", "fp32", "bf16")
-REC_T_RULES = ("min_snr",)  # rec_t_weights given as a rule instead of numbers
+REC_T_RULES = ("min_snr", "snr>=X")  # rec_t_weights given as a rule instead of numbers (X: a number >= 0)
+
+
+def parse_rec_t_rule(spec) -> tuple[str, float] | None:
+    """A rec_t_weights rule as (name, value): "min_snr" -> ("min_snr", 1.0) (factor min(1, SNR)); "snr>=0.02" ->
+    ("snr>=", 0.02) (factor 1 where the SNR of x_{t+1} is at least 0.02, else 0). None for anything else."""
+    if spec == "min_snr":
+        return "min_snr", 1.0
+    if isinstance(spec, str) and spec.startswith("snr>="):
+        try:
+            x = float(spec[5:])
+        except ValueError:
+            return None
+        return ("snr>=", x) if math.isfinite(x) and x >= 0 else None
+    return None
 MAX_T_WEIGHTS = 64  # rec_t_weights entries (the number of diffusion steps is checked by the trainer)
 
 
@@ -91,8 +105,8 @@ class TrainConfig(_DictMixin):
     gamma: float = 6.0  # steepness of the sigmoid schedule
     rec_value: float = 1.0  # scale of the constant / linear / cosine schedules
     rec_t_weights: tuple[float, ...] | str | None = None  # per-step factors of the L1 term, one per t = 0 .. T-1
-    # (None: 1 for every t, as the official code), or "min_snr": min(1, SNR of x_{t+1}) from the model's schedule,
-    # for any T. The L1 optimum at a high-noise step is the average of every x0 the noisy state allows (a blur);
+    # (None: 1 for every t, as the official code), or a rule over the SNR of x_{t+1} in the model's schedule, for
+    # any T: "min_snr" (min(1, SNR)) or "snr>=X" (1 where SNR >= X, else 0). The L1 optimum at a high-noise step is the average of every x0 the noisy state allows (a blur);
     # small factors there leave those steps to the adversarial loss
     d_steps: int = 1  # D updates per iteration (official: 1). Extra D steps draw their own pairs, t and z; lazy R1
     # runs on the first. More D steps per G step keep a small-latent D ahead of G (README "Recipe probes")
@@ -133,7 +147,7 @@ class TrainConfig(_DictMixin):
             _pos_int(self, "micro_batch")
         _nonneg(self, "lr_g", "lr_d", "min_lr", "gamma", "rec_value", "r1_gamma")
         _count(self, "sample_every", "save_every", "d_warmup")
-        if self.rec_t_weights is not None and self.rec_t_weights not in REC_T_RULES:
+        if self.rec_t_weights is not None and parse_rec_t_rule(self.rec_t_weights) is None:
             v = self.rec_t_weights
             ok = isinstance(v, tuple) and 1 <= len(v) <= MAX_T_WEIGHTS and all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0 for x in v)

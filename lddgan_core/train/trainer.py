@@ -34,7 +34,7 @@ from ..nets.discriminator import build_discriminator, DiscriminatorConfig, stdde
 from ..nets.ops import NetImpl
 from . import dist as tdist
 from . import diffaug
-from .config import default_discriminator, TrainConfig
+from .config import parse_rec_t_rule, default_discriminator, TrainConfig
 from .files import DISC_FORMAT, LOG_COLUMNS, save_discriminator
 from .latents import LatentSet
 from .losses import d_fake_loss, d_real_loss, g_adv_loss, r1_penalty, rec_loss
@@ -98,14 +98,16 @@ def stddev_group_order(batch: int, chunk: int) -> torch.Tensor | None:
 
 
 def rec_t_factors(spec, coefficients, T: int) -> torch.Tensor | None:
-    """TrainConfig.rec_t_weights as a [T] tensor of L1 factors (None: the official uniform L1). "min_snr": min(1,
-    SNR(x_{t+1})) with SNR = alpha_bar / (1 - alpha_bar) of the model's schedule (T = 4 shapes: 1, 0.085, 0.0034,
-    4e-5)."""
+    """TrainConfig.rec_t_weights as a [T] tensor of L1 factors (None: the official uniform L1). Rules use SNR(x_{t+1})
+    = alpha_bar / (1 - alpha_bar) of the model's schedule (T = 4 shapes and emoji: 1.09, 0.085, 0.0034, 4e-5):
+    "min_snr": min(1, SNR); "snr>=X": 1 where SNR >= X, else 0."""
     if spec is None:
         return None
-    if spec == "min_snr":
+    rule = parse_rec_t_rule(spec)
+    if rule is not None:
         a, s = coefficients.a_s_cum[1:T + 1].double(), coefficients.sigmas_cum[1:T + 1].double()
-        return (a ** 2 / s ** 2).clamp(max=1.0).float()
+        snr = a ** 2 / s ** 2
+        return (snr.clamp(max=1.0) if rule[0] == "min_snr" else (snr >= rule[1]).double()).float()
     if len(spec) != T:
         raise ConfigError(f"rec_t_weights: expected one factor per diffusion step ({T} for this model, t = 0 .. "
                           f"{T - 1}), got {len(spec)}: {list(spec)}")

@@ -357,6 +357,10 @@ def test_rec_t_weights(kl_setup, tmp_path):
     rule = GANTrainer(m, data, TrainConfig(**base, rec_t_weights="min_snr"), disc_config=TINY_D)._rec_tw
     assert rule.tolist() == pytest.approx([min(1.0, v) for v in snr], rel=1e-6)
     assert rule[0] == 1.0 and all(rule[i + 1] < rule[i] for i in range(T - 1))  # less L1 as the noise grows
-    for bad in ((1.0, -1.0), (float("nan"),), (), [1.0], (True,), "snr"):
+    cut = sorted(snr)[T // 2]  # "snr>=X": 1 where the SNR reaches X, 0 at the noisier steps
+    step = GANTrainer(m, data, TrainConfig(**base, rec_t_weights=f"snr>={cut!r}"), disc_config=TINY_D)._rec_tw
+    assert step.tolist() == [1.0 if v >= cut else 0.0 for v in snr] and 0 < step.sum() < T
+    assert TrainConfig.from_dict(TrainConfig(rec_t_weights="snr>=0.05").to_dict()).rec_t_weights == "snr>=0.05"
+    for bad in ((1.0, -1.0), (float("nan"),), (), [1.0], (True,), "snr", "snr>=x", "snr>=-1", "snr>=nan"):
         with pytest.raises(Exception, match="rec_t_weights"):
             TrainConfig(rec_t_weights=bad)
