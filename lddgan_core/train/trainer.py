@@ -165,7 +165,8 @@ class GANTrainer:
         # the colour op's unit: the data's spread in diffusion space
         self.aug_spread = float(data.mean.std()) / self.model.scale_factor if self.aug_ops else 1.0
         self._order = stddev_group_order(cfg.batch_size, self.micro)
-        self._rec_tw = rec_t_factors(cfg.rec_t_weights, self.model.coefficients, self.model.num_timesteps)
+        tw = rec_t_factors(cfg.rec_t_weights, self.model.coefficients, self.model.num_timesteps)
+        self._rec_tw = None if tw is None else tw.to(self.device)  # indexed by t on the device: no host sync
         self._perms: dict[int, torch.Tensor] = {}
         self.data_fingerprint = data.fingerprint
 
@@ -280,7 +281,7 @@ class GANTrainer:
             x_pos = posterior_sample(self.model.posterior, x0_pred, x_tp1, t, r["post_g"])
             fake = self._D(x_pos, t, x_tp1, r.get("aug_g"))
             adv = g_adv_loss(fake)
-            rec = rec_loss(x0_pred, x0, None if self._rec_tw is None else self._rec_tw[t.cpu()])
+            rec = rec_loss(x0_pred, x0, None if self._rec_tw is None else self._rec_tw[t])
             logs["g_adv"] += frac * adv.detach()
             logs["rec"] += frac * rec.detach()
             if backward:
