@@ -89,8 +89,7 @@ class LDDGANFineTune:
         "A grid of 16 samples from the fine-tuned model (fixed seeds: comparable across runs).",
     )
     DESCRIPTION = ("Fine-tunes an LDDGAN model on your images: adversarial loss plus a reconstruction (L1) loss, "
-                   "kept at weight 4 by default (measured best for a few images) and applied at the low-noise "
-                   "steps only (at the noisiest ones it would teach a blur); schedule sigmoid is LDDGAN's "
+                   "kept at weight 4 by default (measured best for a few images); schedule sigmoid is LDDGAN's "
                    "Weighted Learning, which fades it out. The autoencoder stays frozen; the "
                    "generator trains against a fresh discriminator, with an EMA copy as the result. Shows a progress "
                    "bar with sample previews. Cancel stops cleanly and keeps the state; queueing again with the same "

@@ -95,11 +95,12 @@ def train_model(model: LDDGAN, data: LatentSet, cfg: TrainConfig, *, paths: RunP
 # decay to 0 scored in-mode 0.946 / FID 6.3 and no L1 at all 0.61 / 30.7, against 0.979 / 3.3 here (1000
 # iterations). Quality still rises with iterations (1000 -> 1600: red circle FID 2.85 -> 1.62, precision 0.038 ->
 # 0.096); 1400 is what fits in 10 minutes on two CPU threads (1600 took 608 s there).
-# The L1 term acts only at steps whose noisy input still carries signal (rec_t_weights "snr>=0.05": t = 0, 1 of
-# T = 4; fifteenth session): at the high-noise steps its optimum is a blur. Red circle, 1400 iterations: precision
-# 0.070 -> 0.152, recall 0.384 -> 0.451, FID 1.70 -> 1.32 (README "Few-image fine-tuning check").
+# The L1 term stays on at every step (rec_t_weights None). Tried (fifteenth session): L1 only at the low-noise steps
+# (rec_t_weights "snr>=0.05"): recall rose in modes 0 / 6 / 13 (0.38 -> 0.45, 0.50 -> 0.63, 0.41 -> 0.52) and red
+# circle gained everywhere, but yellow cross lost (FID 5.5 -> 11.4, precision 0.15 -> 0.08, in mode 0.97 -> 0.92;
+# more broken crosses by eye): not adopted (README "Few-image fine-tuning check").
 FINETUNE_DEFAULTS = dict(steps=1400, batch_size=8, lr_g=2e-4, r1_gamma=0.02, lazy_reg=15, rec_schedule="constant",
-                         rec_value=4.0, rec_t_weights="snr>=0.05", ema_warmup=True, log_every=1, d_augment="translation,cutout", ada_target=0.6,
+                         rec_value=4.0, ema_warmup=True, log_every=1, d_augment="translation,cutout", ada_target=0.6,
                          ada_kimg=2.0)
 
 
