@@ -32,6 +32,8 @@ def parse_rec_t_rule(spec) -> tuple[str, float] | None:
             return None
         return ("snr>=", x) if math.isfinite(x) and x >= 0 else None
     return None
+
+
 MAX_T_WEIGHTS = 64  # rec_t_weights entries (the number of diffusion steps is checked by the trainer)
 
 
@@ -106,8 +108,8 @@ class TrainConfig(_DictMixin):
     rec_value: float = 1.0  # scale of the constant / linear / cosine schedules
     rec_t_weights: tuple[float, ...] | str | None = None  # per-step factors of the L1 term, one per t = 0 .. T-1
     # (None: 1 for every t, as the official code), or a rule over the SNR of x_{t+1} in the model's schedule, for
-    # any T: "min_snr" (min(1, SNR)) or "snr>=X" (1 where SNR >= X, else 0). The L1 optimum at a high-noise step is the average of every x0 the noisy state allows (a blur);
-    # small factors there leave those steps to the adversarial loss
+    # any T: "min_snr" (min(1, SNR)) or "snr>=X" (1 where SNR >= X, else 0). The L1 optimum at a high-noise step
+    # is the average of every x0 the noisy state allows (a blur); small factors there leave it to the adversarial loss
     d_steps: int = 1  # D updates per iteration (official: 1). Extra D steps draw their own pairs, t and z; lazy R1
     # runs on the first. More D steps per G step keep a small-latent D ahead of G (README "Recipe probes")
     d_warmup: int = 0  # the first d_warmup iterations train D only (G and its EMA stay as they are; G's losses are
