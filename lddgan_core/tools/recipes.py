@@ -604,17 +604,17 @@ def ablation_table(summary: dict, n_seeds: int) -> str:
 
 # recipe probes: short GAN-stage runs on the shipped default model's autoencoder, for choosing the recipe by
 # measurement (README: "Recipe probes"). Overrides (JSON): "gen" (GeneratorConfig fields over SHAPES_GENERATOR),
-# "scale" (latent scale), "T", "ngf" and "disc" (discriminator), "images", "eval_every", "n_eval", "progress_every"
-# (iterations between progress lines, 0: none), and any
+# "scale" (latent scale), "T", "ngf" and "disc" (discriminator), "images", "eval_every", "n_eval", and any
 # TrainConfig field ("steps", "lr_d", "d_augment", ...).
 PROBE_TRAIN = dict(steps=2000, batch_size=32, lr_g=2e-4, lr_d=1.25e-4, r1_gamma=0.02, lazy_reg=15, ema_decay=0.999,
                    ema_warmup=True, seed=0)
 
 
-def run_probe(out: str, overrides: dict, log=None) -> list[dict]:
+def run_probe(out: str, overrides: dict, log=None, progress=None) -> list[dict]:
     """Train the GAN stage with `overrides` and evaluate the EMA model (n_eval samples vs held-out shapes) every
     eval_every iterations; rows go to <out>/log.jsonl and are returned. Not resumable: a probe is minutes to an
-    hour; the model of the last evaluation is <out>/model.safetensors (fp16)."""
+    hour; the model of the last evaluation is <out>/model.safetensors (fp16). `progress(step, steps, logs)` is
+    called after each iteration (the command line passes its ProgressBar)."""
     from ..hub.shipped import DEFAULT_MODEL
     from ..model import load_model
     from ..eval.diagnose import chain_check_start
@@ -634,7 +634,6 @@ def run_probe(out: str, overrides: dict, log=None) -> list[dict]:
     disc = {**default_discriminator(model.latent_shape, ngf=int(ov.pop("ngf", SHAPES_RECIPE.disc_ngf))),
             **ov.pop("disc", {})}
     eval_every, n_eval = int(ov.pop("eval_every", 500)), int(ov.pop("n_eval", 1000))
-    progress_every = int(ov.pop("progress_every", 100))  # a "step N/M, s/it" line between evaluations
     cfg = TrainConfig(**{**PROBE_TRAIN, **ov})
     tr = GANTrainer(model, lat, cfg, disc_config=disc)
     rows, acc, train_s = [], {}, 0.0
@@ -645,9 +644,8 @@ def run_probe(out: str, overrides: dict, log=None) -> list[dict]:
             train_s += time.perf_counter() - t0
             for k in ("d_loss", "g_adv", "rec"):
                 acc.setdefault(k, []).append(logs[k])
-            if progress_every > 0 and tr.step % progress_every == 0:
-                log(f"probe: step {tr.step}/{cfg.steps}, {train_s / tr.step:.2f} s/it, d_loss "
-                    f"{sum(acc['d_loss'][-progress_every:]) / len(acc['d_loss'][-progress_every:]):.3f}")
+            if progress is not None:
+                progress(tr.step, cfg.steps, logs)
             if tr.step % eval_every and tr.step != cfg.steps:
                 continue
             m = tr.export_model()
@@ -913,7 +911,7 @@ def main(argv=None) -> int:
         if not isinstance(overrides, dict):
             print("error: --set must be a JSON object", file=sys.stderr)
             return 2
-        run_probe(a.out, overrides)
+        run_probe(a.out, overrides, progress=ProgressBar("steps", every=100))
         return 0
     if a.recipe == "ablation":
         with StopFlag() as stop:

@@ -144,15 +144,14 @@ def test_probe_trains_and_evaluates(tmp_path, one_thread):
 
     from lddgan_core.tools import recipes
 
-    lines = []
+    calls = []
     rows = recipes.run_probe(str(tmp_path), {"images": 64, "steps": 2, "batch_size": 4, "eval_every": 2,
                                              "n_eval": 64, "gen": {"nf": 16, "num_res_blocks": 1, "use_tanh": False},
-                                             "ngf": 8, "scale": 2.5, "progress_every": 1}, log=lines.append)
+                                             "ngf": 8, "scale": 2.5}, log=lambda m: None,
+                             progress=lambda step, total, logs: calls.append((step, total, logs["d_loss"])))
     assert [r["step"] for r in rows] == [2]
-    # a progress line per iteration (progress_every 1), before the evaluation's row
-    progress = [m for m in lines if m.startswith("probe: step ")]
-    assert [m.split(",")[0] for m in progress] == ["probe: step 1/2", "probe: step 2/2"]
-    assert float(progress[1].split(", ")[1].split(" ")[0]) > 0
+    # the progress callback after each iteration (the command line's ProgressBar), with the iteration's losses
+    assert [c[:2] for c in calls] == [(1, 2), (2, 2)] and all(c[2] > 0 for c in calls)
     assert rows[0]["fid"] > 0 and 0 <= rows[0]["precision"] <= 1
     # diagnostics: the t = 0 step alone, and D's logits per t (real, generated, L1 of the x0 prediction)
     assert rows[0]["one_step"]["fid"] > 0 and set(rows[0]["d_per_t"]) == {"t0", "t1", "t2", "t3"}
