@@ -12,6 +12,7 @@ that blobby samples come from averaged predictions, not from the autoencoder.
 """
 from __future__ import annotations
 
+import copy
 import functools
 
 import torch
@@ -112,3 +113,96 @@ def latent_sensitivity(model, n: int = 1000, seed: int = 0, noise=(0.05, 0.1, 0.
     cases.append(("3x3 box blur", F.avg_pool2d(z, 3, 1, 1, count_include_pad=False)))
     cases.append(("mean of two latents", 0.5 * (z + z[torch.randperm(n, generator=g)])))
     return [{"perturbation": name, **_summary(model.decode(zz), mode)} for name, zz in cases]
+
+
+D_FAKES = ("model", "blur", "noise")
+
+
+def _d_fake_x0(kind: str, G, x0, x_tp1, t, g) -> torch.Tensor:
+    """The x_0 estimate a fake pair is built from: G's prediction (the model), or a perturbed real x_0 (controls
+    with a known, visible difference: a 3x3 box blur, or noise 0.2 x the latents' std)."""
+    if kind == "model":
+        return G(x_tp1, t, torch.randn(x0.shape[0], G.cfg.nz, generator=g)).float()
+    if kind == "blur":
+        return F.avg_pool2d(x0, 3, 1, 1, count_include_pad=False)
+    return x0 + 0.2 * float(x0.std()) * torch.randn(x0.shape, generator=g)
+
+
+def d_separation(model, *, fake: str = "model", steps: int = 1500, batch: int = 16, lr: float = 1e-4,
+                 r1_gamma: float = 0.02, lazy_reg: int = 15, n_train: int = 4000, n_test: int = 512,
+                 eval_every: int = 500, seed: int = 0, disc_config: dict | None = None, log=None) -> list[dict]:
+    """Can the training discriminator tell real pairs (x_t, x_{t+1}) from fake ones when the generator stands still?
+
+    A fresh D (the fine-tune's: ``default_discriminator`` of the latent shape, or `disc_config`) is trained alone,
+    with the trainer's D loss (softplus, lazy R1 on real x_t, Adam betas 0.5 / 0.9), on `n_train` shapes training
+    images against fakes: "model" = posterior samples from the model's frozen G (what D faces at the start of a
+    fine-tune), "blur" / "noise" = posterior samples from a blurred / noised real x_0 (controls: a difference the
+    decoded images show plainly, latent_sensitivity). t is uniform over the T steps, as in training. Rows every
+    `eval_every` steps (and at 0 and the end): held-out accuracy ((P(D(real) > 0) + P(D(fake) < 0)) / 2; 0.5 =
+    chance) and mean logits per t, on `n_test` held-out images with fixed draws."""
+    from ..data.shapes import TRAIN_SEED
+    from ..diffusion.schedule import q_sample_pairs
+    from ..nets.discriminator import build_discriminator
+    from ..train.config import default_discriminator
+    from ..train.losses import d_fake_loss, d_real_loss, r1_penalty
+
+    if fake not in D_FAKES:
+        raise InputError(f"fake: expected one of {list(D_FAKES)}, got {fake!r}")
+    for name, v, lo in (("steps", steps, 0), ("batch", batch, 2), ("n_train", n_train, 2), ("n_test", n_test, 8),
+                        ("eval_every", eval_every, 1), ("lazy_reg", lazy_reg, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise InputError(f"{name}: expected an integer >= {lo}, got {v!r}")
+    model = _model(model)
+    log = log or (lambda m: None)
+    size, sf, T = model.config.image_size, model.scale_factor, model.num_timesteps
+    with torch.inference_mode(False), torch.enable_grad():
+        x_train = model.encode(to_model_range(make_shapes(n_train, TRAIN_SEED, size)[0])).clone() / sf
+        x_test = model.encode(to_model_range(make_shapes(n_test, DATA_SEED, size)[0])).clone() / sf
+        G = copy.deepcopy(model.generator).float().eval().requires_grad_(False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            D = build_discriminator(disc_config or default_discriminator(tuple(x_train.shape[1:]))).train()
+        opt = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.9))
+
+        def pairs(x0, g):
+            t = torch.randint(0, T, (x0.shape[0],), generator=g)
+            x_t, x_tp1 = q_sample_pairs(model.coefficients, x0, t, torch.randn(x0.shape, generator=g),
+                                        torch.randn(x0.shape, generator=g))
+            with torch.no_grad():
+                x0_fake = _d_fake_x0(fake, G, x0, x_tp1, t, g)
+                x_fake = posterior_sample(model.posterior, x0_fake, x_tp1, t, torch.randn(x0.shape, generator=g))
+            return t, x_t, x_tp1, x_fake
+
+        test = pairs(x_test, torch.Generator().manual_seed(seed + 1))
+        g = torch.Generator().manual_seed(seed + 2)
+        rows = []
+        for s in range(steps + 1):
+            if s % eval_every == 0 or s == steps:
+                with torch.no_grad():
+                    t, x_t, x_tp1, x_fake = test
+                    lr_, lf_ = D(x_t, t, x_tp1).flatten(), D(x_fake, t, x_tp1).flatten()
+                row = {"fake": fake, "step": s, "accuracy": round(float(((lr_ > 0).float().mean()
+                                                                         + (lf_ < 0).float().mean()) / 2), 4)}
+                for k in range(T):
+                    sel = t == k
+                    if sel.any():
+                        row[f"t{k}"] = {"accuracy": round(float(((lr_[sel] > 0).float().mean()
+                                                                 + (lf_[sel] < 0).float().mean()) / 2), 4),
+                                        "real_logit": round(float(lr_[sel].mean()), 4),
+                                        "fake_logit": round(float(lf_[sel].mean()), 4)}
+                rows.append(row)
+                log(f"d-separation {fake} step {s}: accuracy {row['accuracy']:.3f} ("
+                    + ", ".join(f"t{k} {row[f't{k}']['accuracy']:.3f}" for k in range(T) if f"t{k}" in row) + ")")
+            if s == steps:
+                break
+            idx = torch.randint(0, n_train, (batch,), generator=g)
+            t, x_t, x_tp1, x_fake = pairs(x_train[idx], g)
+            x_t.requires_grad_(True)
+            real = D(x_t, t, x_tp1)
+            loss = d_real_loss(real) + d_fake_loss(D(x_fake, t, x_tp1))
+            if r1_gamma > 0 and s % lazy_reg == 0:
+                loss = loss + r1_penalty(real, x_t, r1_gamma)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return rows

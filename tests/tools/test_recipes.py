@@ -291,3 +291,36 @@ def test_finetune_mode_recipe_end_to_end(tmp_path, one_thread, capsys):
     assert "is not empty" in capsys.readouterr().err
     assert recipes_main(["finetune-mode", "--out", str(tmp_path / "x"), "--mode", "16"]) == 2
     assert "mode must be an integer" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_d_separation_rows_and_inputs(one_thread, capsys):
+    """eval.diagnose.d_separation: a fresh D (the official near-zero initialised final conv: nearly the same logit
+    for every input) sits at 0.5 accuracy; after a few D-only steps the rows carry finite per-t logits; the frozen
+    model is not modified; bad inputs are refused by the function and the command."""
+    import math
+
+    from lddgan_core.errors import InputError
+    from lddgan_core.eval.diagnose import d_separation
+    from lddgan_core.model import load_model
+    from lddgan_core.hub.shipped import DEFAULT_MODEL
+    from lddgan_core.tools.recipes import main as recipes_main
+    from lddgan_core.train.config import default_discriminator
+
+    model = load_model(DEFAULT_MODEL)
+    before = {k: v.clone() for k, v in model.generator.state_dict().items()}
+    rows = d_separation(model, fake="model", steps=3, batch=8, n_train=16, n_test=32, eval_every=2,
+                        disc_config=default_discriminator(model.latent_shape, ngf=8))
+    assert [r["step"] for r in rows] == [0, 2, 3] and all(r["fake"] == "model" for r in rows)
+    assert rows[0]["accuracy"] == 0.5 and all(rows[0][k]["real_logit"] == rows[0][k]["fake_logit"]
+                                              for k in rows[0] if k.startswith("t"))
+    last = rows[-1]
+    assert 0 <= last["accuracy"] <= 1 and {k for k in last if k.startswith("t")} <= {"t0", "t1", "t2", "t3"}
+    assert all(math.isfinite(v["real_logit"]) and math.isfinite(v["fake_logit"]) for k, v in last.items()
+               if k.startswith("t"))
+    assert all(torch.equal(v, before[k]) for k, v in model.generator.state_dict().items())
+    for kw, msg in (({"fake": "sharp"}, "fake: expected one of"), ({"steps": -1}, "steps: expected an integer"),
+                    ({"batch": 1}, "batch: expected an integer >= 2")):
+        with pytest.raises(InputError, match=msg):
+            d_separation(model, **kw)
+    assert recipes_main(["d-separation", "--steps", "-2"]) == 2
+    assert "steps: expected an integer >= 0" in capsys.readouterr().err
