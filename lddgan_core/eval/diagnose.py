@@ -139,7 +139,8 @@ def d_separation(model, *, fake: str = "model", steps: int = 1500, batch: int = 
     fine-tune), "blur" / "noise" = posterior samples from a blurred / noised real x_0 (controls: a difference the
     decoded images show plainly, latent_sensitivity). t is uniform over the T steps, as in training. Rows every
     `eval_every` steps (and at 0 and the end): held-out accuracy ((P(D(real) > 0) + P(D(fake) < 0)) / 2; 0.5 =
-    chance) and mean logits per t, on `n_test` held-out images with fixed draws."""
+    chance), mean logits and the RMS distance of the fakes' x_0 estimate from the real x_0 per t, on `n_test`
+    held-out images with fixed draws."""
     from ..data.shapes import TRAIN_SEED
     from ..diffusion.schedule import q_sample_pairs
     from ..nets.discriminator import build_discriminator
@@ -171,9 +172,14 @@ def d_separation(model, *, fake: str = "model", steps: int = 1500, batch: int = 
             with torch.no_grad():
                 x0_fake = _d_fake_x0(fake, G, x0, x_tp1, t, g)
                 x_fake = posterior_sample(model.posterior, x0_fake, x_tp1, t, torch.randn(x0.shape, generator=g))
-            return t, x_t, x_tp1, x_fake
+            return t, x_t, x_tp1, x_fake, x0_fake
 
-        test = pairs(x_test, torch.Generator().manual_seed(seed + 1))
+        test = pairs(x_test, torch.Generator().manual_seed(seed + 1))[:4]
+        # how far the fakes' x_0 estimate is from the real x_0 (RMS per t, diffusion space): the size of the
+        # difference D is asked to see (the controls' is fixed; the model's is its x_0 prediction error)
+        tt, _, _, _, x0_fake = pairs(x_test, torch.Generator().manual_seed(seed + 1))
+        x0_rms = {k: round(float((x0_fake[tt == k] - x_test[tt == k]).pow(2).mean().sqrt()), 4)
+                  for k in range(T) if (tt == k).any()}
         g = torch.Generator().manual_seed(seed + 2)
         rows = []
         for s in range(steps + 1):
@@ -189,14 +195,14 @@ def d_separation(model, *, fake: str = "model", steps: int = 1500, batch: int = 
                         row[f"t{k}"] = {"accuracy": round(float(((lr_[sel] > 0).float().mean()
                                                                  + (lf_[sel] < 0).float().mean()) / 2), 4),
                                         "real_logit": round(float(lr_[sel].mean()), 4),
-                                        "fake_logit": round(float(lf_[sel].mean()), 4)}
+                                        "fake_logit": round(float(lf_[sel].mean()), 4), "x0_rms": x0_rms[k]}
                 rows.append(row)
                 log(f"d-separation {fake} step {s}: accuracy {row['accuracy']:.3f} ("
                     + ", ".join(f"t{k} {row[f't{k}']['accuracy']:.3f}" for k in range(T) if f"t{k}" in row) + ")")
             if s == steps:
                 break
             idx = torch.randint(0, n_train, (batch,), generator=g)
-            t, x_t, x_tp1, x_fake = pairs(x_train[idx], g)
+            t, x_t, x_tp1, x_fake, _ = pairs(x_train[idx], g)
             x_t.requires_grad_(True)
             real = D(x_t, t, x_tp1)
             loss = d_real_loss(real) + d_fake_loss(D(x_fake, t, x_tp1))

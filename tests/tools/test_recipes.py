@@ -317,6 +317,9 @@ def test_d_separation_rows_and_inputs(one_thread, capsys):
     assert 0 <= last["accuracy"] <= 1 and {k for k in last if k.startswith("t")} <= {"t0", "t1", "t2", "t3"}
     assert all(math.isfinite(v["real_logit"]) and math.isfinite(v["fake_logit"]) for k, v in last.items()
                if k.startswith("t"))
+    # the size of the difference D is asked to see: the model's x_0 error grows with t (noisier inputs)
+    rms = [last[f"t{k}"]["x0_rms"] for k in range(4) if f"t{k}" in last]
+    assert all(r > 0 for r in rms) and rms[-1] > rms[0]
     assert all(torch.equal(v, before[k]) for k, v in model.generator.state_dict().items())
     for kw, msg in (({"fake": "sharp"}, "fake: expected one of"), ({"steps": -1}, "steps: expected an integer"),
                     ({"batch": 1}, "batch: expected an integer >= 2")):
