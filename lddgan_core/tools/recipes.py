@@ -850,6 +850,8 @@ def main(argv=None) -> int:
     ds.add_argument("--steps", type=int, default=1500)
     ds.add_argument("--batch", type=int, default=16)
     ds.add_argument("--lr", type=float, default=1e-4, help="D's Adam learning rate (the fine-tune's)")
+    ds.add_argument("--ngf", type=int, default=64,
+                    help="D's width (64: the fine-tune's default D; the shapes recipe trains with 32)")
     ds.add_argument("--eval-every", type=int, default=500)
     ds.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
@@ -864,8 +866,12 @@ def main(argv=None) -> int:
         from ..model import load_model
 
         try:
-            rows = d_separation(load_model(a.model or DEFAULT_MODEL), fake=a.fake, steps=a.steps, batch=a.batch,
-                                lr=a.lr, eval_every=a.eval_every, log=lambda m: print(m, file=sys.stderr, flush=True))
+            if a.ngf < 1:
+                raise InputError(f"--ngf: expected an integer >= 1, got {a.ngf}")
+            model = load_model(a.model or DEFAULT_MODEL)
+            rows = d_separation(model, fake=a.fake, steps=a.steps, batch=a.batch, lr=a.lr, eval_every=a.eval_every,
+                                disc_config=default_discriminator(model.latent_shape, ngf=a.ngf),
+                                log=lambda m: print(m, file=sys.stderr, flush=True))
         except InputError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -327,3 +327,5 @@ def test_d_separation_rows_and_inputs(one_thread, capsys):
             d_separation(model, **kw)
     assert recipes_main(["d-separation", "--steps", "-2"]) == 2
     assert "steps: expected an integer >= 0" in capsys.readouterr().err
+    assert recipes_main(["d-separation", "--ngf", "0"]) == 2
+    assert "--ngf: expected an integer >= 1" in capsys.readouterr().err
