@@ -109,7 +109,8 @@ def _train_config(a):
     return TrainConfig(steps=a.steps, batch_size=a.batch, micro_batch=a.micro_batch, lr_g=a.lr_g, lr_d=a.lr_d,
                        lr_schedule=a.lr_schedule, rec_schedule=a.schedule, gamma=a.gamma, rec_value=a.rec_value,
                        rec_t_weights=a.rec_t_weights,
-                       d_steps=a.d_steps, d_warmup=a.d_warmup, r1_gamma=a.r1_gamma, lazy_reg=a.lazy_reg, ema_decay=a.ema_decay, ema_warmup=a.ema_warmup,
+                       d_steps=a.d_steps, d_warmup=a.d_warmup,
+                       image_d_weight=a.image_d_weight, image_d_ndf=a.image_d_ndf, r1_gamma=a.r1_gamma, lazy_reg=a.lazy_reg, ema_decay=a.ema_decay, ema_warmup=a.ema_warmup,
                        latent_mode=a.latent, precision=a.precision, seed=a.seed, log_every=a.log_every,
                        sample_every=a.sample_every, save_every=a.save_every, num_samples=a.num_samples,
                        fast=a.fast, d_augment=a.d_augment, augment_p=a.augment_p, ada_target=a.ada_target,
@@ -268,6 +269,10 @@ def _gan_args(p: argparse.ArgumentParser, defaults: TrainConfig):
     p.add_argument("--d-steps", type=int, default=c.d_steps, help="D updates per iteration (official 1)")
     p.add_argument("--d-warmup", type=int, default=c.d_warmup,
                    help="the first N iterations train D only (a fresh D learns the data before G follows it)")
+    p.add_argument("--image-d-weight", type=float, default=c.image_d_weight,
+                   help="> 0: also train a PatchGAN on decoded x0 predictions vs decoded training latents, with "
+                        "this weight on its loss for G (0: off, official)")
+    p.add_argument("--image-d-ndf", type=int, default=c.image_d_ndf, help="width of that image discriminator")
     p.add_argument("--r1-gamma", type=float, default=c.r1_gamma, help="R1 weight (official 0.02 / 2 / 1)")
     p.add_argument("--lazy-reg", type=int, default=c.lazy_reg, help="R1 every N iterations")
     p.add_argument("--ema-decay", type=float, default=c.ema_decay)

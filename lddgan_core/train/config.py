@@ -114,6 +114,14 @@ class TrainConfig(_DictMixin):
     # runs on the first. More D steps per G step keep a small-latent D ahead of G (README "Recipe probes")
     d_warmup: int = 0  # the first d_warmup iterations train D only (G and its EMA stay as they are; G's losses are
     # still logged): a fresh D learns the data from G's samples before G follows its gradients (fine-tuning)
+    image_d_weight: float = 0.0  # > 0: a second discriminator, a PatchGAN on decoded images, judges G's x0
+    # predictions (decoded by the frozen autoencoder) against decoded training latents; its non-saturating loss,
+    # times this weight, joins G's loss. At the optimum G(x_{t+1}, z) samples q(x0 | x_{t+1}), whose marginal is the
+    # data, so this term does not move the optimum; it shows G what the decoder makes of small latent errors,
+    # which the latent-space D cannot see (README "Can the discriminator see what the generator gets wrong?").
+    # 0: off (official)
+    image_d_ndf: int = 32  # width of that PatchGAN (two stride-2 layers; updated once per iteration at lr_d, R1
+    # with r1_gamma at the lazy rate, the same augmentation ops as D, drawn at image size)
     r1_gamma: float = 1.0  # R1 weight (official: 0.02 CIFAR-10, 2 CelebA-HQ, 1 LSUN)
     lazy_reg: int = 10  # R1 every lazy_reg D steps (step % lazy_reg == 0)
     ema_decay: float = 0.999  # EMA of G's weights; 0 disables (the EMA is then G itself)
@@ -137,7 +145,8 @@ class TrainConfig(_DictMixin):
     def __post_init__(self):
         # every problem is a FieldError naming the field: finetune_config turns it into an InputError naming the
         # input the value came from (the Fine-Tune node's widgets)
-        _pos_int(self, "steps", "batch_size", "d_steps", "lazy_reg", "log_every", "num_samples", "ada_interval")
+        _pos_int(self, "steps", "batch_size", "d_steps", "lazy_reg", "log_every", "num_samples", "ada_interval",
+                 "image_d_ndf")
         if self.schedule_steps is not None:
             _pos_int(self, "schedule_steps")
         parse_policy(self.d_augment)
@@ -147,7 +156,7 @@ class TrainConfig(_DictMixin):
             raise FieldError("TrainConfig", "ada_kimg", f"expected a number > 0, got {self.ada_kimg!r}")
         if self.micro_batch is not None:
             _pos_int(self, "micro_batch")
-        _nonneg(self, "lr_g", "lr_d", "min_lr", "gamma", "rec_value", "r1_gamma")
+        _nonneg(self, "lr_g", "lr_d", "min_lr", "gamma", "rec_value", "r1_gamma", "image_d_weight")
         _count(self, "sample_every", "save_every", "d_warmup")
         if self.rec_t_weights is not None and parse_rec_t_rule(self.rec_t_weights) is None:
             v = self.rec_t_weights

@@ -46,6 +46,7 @@ _MASK = (1 << 63) - 1
 _SALT_DATA, _SALT_STEP, _SALT_DROPOUT, _SALT_INIT = 0x5EED_DA7A, 0x5EED_57E9, 0x5EED_D209, 0x5EED_1417
 _SALT_AUG = 0x5EED_A06E
 _SALT_DEXTRA = 0x5EED_DE87  # TrainConfig.d_steps > 1: the extra D steps' draws
+_SALT_IMG_AUG = 0x5EED_1A06  # TrainConfig.image_d_weight > 0 with augmentation: the image D's augmentation draws
 # TrainConfig.fast: FIR resampling as strided / transposed convs and SDPA attention in G and D; the fused
 # no-grad block bodies never run in training (they need eval mode without grad)
 TRAIN_FAST_IMPL = NetImpl(fir_conv=True, sdpa=True)
@@ -156,6 +157,17 @@ class GANTrainer:
         kind = {"fused": True} if cfg.fast else {"foreach": True}
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, **kind)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, **kind)
+        # the optional image discriminator (TrainConfig.image_d_weight): a PatchGAN on decoded x0
+        self.Di, self.opt_di = None, None
+        if cfg.image_d_weight > 0:
+            from .autoencoder import PatchDiscriminator  # (autoencoder.py imports this module)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(mix_seed(cfg.seed, 2, _SALT_INIT))
+                self.Di = PatchDiscriminator(3, cfg.image_d_ndf, n_layers=2)
+            self.Di.to(self.device).train()
+            tdist.broadcast_module(self.Di, self.world)
+            self.opt_di = torch.optim.Adam(self.Di.parameters(), lr=cfg.lr_d, betas=betas, **kind)
+            self.log_columns = LOG_COLUMNS + ("di_real", "di_fake", "gi_adv")
         self.step = 0  # iterations done
         self.history: list[dict] = []  # loss-log rows
         # differentiable augmentation of D's inputs (off for the official recipe)
@@ -209,6 +221,11 @@ class GANTrainer:
             ga = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step, _SALT_AUG) ^ extra)
             for k in ("aug_real", "aug_fake", "aug_g"):
                 d[k] = diffaug.draw_params(self.aug_ops, self.ada.p, B, (h, w), ga)
+            if self.Di is not None and not extra:  # the image D's, at image size, from a stream of their own
+                f = self.model.autoencoder.cfg.downsample_factor
+                gi = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step, _SALT_IMG_AUG))
+                for k in ("augi_real", "augi_fake", "augi_g"):
+                    d[k] = diffaug.draw_params(self.aug_ops, self.ada.p, B, (h * f, w * f), gi)
         return d
 
     # -- one iteration -----------------------------------------------------------------------------------
@@ -238,12 +255,28 @@ class GANTrainer:
         with self._autocast():
             return self.D(x_t, t, x_tp1)
 
-    def d_step(self, d: dict, do_r1: bool) -> dict[str, float]:
-        """Accumulate D's gradients over the micro-batches: real pairs (+ R1), then posterior fakes."""
+    def _decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Images of diffusion-space latents x0, through the frozen decoder (differentiable in x0)."""
+        with self._autocast():
+            return self.model.autoencoder.decode(x0 * self.model.scale_factor).float()
+
+    def _Di(self, img, aug):
+        if aug is not None:
+            img = diffaug.apply_pair(img, img, aug, 1.0)[0]  # (the pair's second state is dropped)
+        with self._autocast():
+            return self.Di(img)
+
+    def d_step(self, d: dict, do_r1: bool, image: bool = False) -> dict[str, float]:
+        """Accumulate D's gradients over the micro-batches: real pairs (+ R1), then posterior fakes. image: also the
+        image D's (decoded real x0 (+ R1) against decoded x0 predictions)."""
         frac = self.micro / self.local_batch
         logs = {"d_real": 0.0, "d_fake": 0.0}
         if do_r1:
             logs["r1"] = 0.0
+        image = image and self.Di is not None
+        if image:
+            logs.update(di_real=0.0, di_fake=0.0)
+            self.Di.requires_grad_(True)
         self.D.requires_grad_(True)
         for x0, r in self._chunks(d):
             t = r["t_d"]
@@ -265,6 +298,18 @@ class GANTrainer:
             loss = d_fake_loss(fake)
             logs["d_fake"] += frac * loss.detach()
             (frac * loss).backward()
+            if image:
+                with torch.no_grad():
+                    img_real, img_fake = self._decode(x0), self._decode(x0_pred)
+                img_real.requires_grad_(do_r1)
+                real = self._Di(img_real, r.get("augi_real"))
+                loss = d_real_loss(real)
+                logs["di_real"] += frac * loss.detach()
+                if do_r1:
+                    loss = loss + r1_penalty(real, img_real, self.cfg.r1_gamma)
+                fake_i = d_fake_loss(self._Di(img_fake, r.get("augi_fake")))
+                logs["di_fake"] += frac * fake_i.detach()
+                (frac * (loss + fake_i)).backward()
         return logs
 
     def g_step(self, d: dict, w: float, backward: bool = True) -> dict[str, float]:
@@ -273,6 +318,9 @@ class GANTrainer:
         frac = self.micro / self.local_batch
         logs = {"g_adv": 0.0, "rec": 0.0}
         self.D.requires_grad_(False)
+        if self.Di is not None:
+            logs["gi_adv"] = 0.0
+            self.Di.requires_grad_(False)
         for x0, r in self._chunks(d):
             t = r["t_g"]
             x_t, x_tp1 = q_sample_pairs(self.model.coefficients, x0, t, r["q1_g"], r["q2_g"])
@@ -284,9 +332,16 @@ class GANTrainer:
             rec = rec_loss(x0_pred, x0, None if self._rec_tw is None else self._rec_tw[t])
             logs["g_adv"] += frac * adv.detach()
             logs["rec"] += frac * rec.detach()
+            loss = adv + w * rec if w else adv
+            if self.Di is not None:
+                adv_i = g_adv_loss(self._Di(self._decode(x0_pred), r.get("augi_g")))
+                logs["gi_adv"] += frac * adv_i.detach()
+                loss = loss + self.cfg.image_d_weight * adv_i
             if backward:
-                (frac * (adv + w * rec if w else adv)).backward()
+                (frac * loss).backward()
         self.D.requires_grad_(True)
+        if self.Di is not None:
+            self.Di.requires_grad_(True)
         return logs
 
     def ema_decay_at(self, step: int) -> float:
@@ -311,7 +366,9 @@ class GANTrainer:
         p = progress_of(s, cfg.schedule_steps or cfg.steps)
         w = rec_weight(p, cfg.rec_schedule, cfg.gamma, cfg.rec_value)
         lr_g, lr_d = (lr_at(p, lr, cfg.lr_schedule, cfg.min_lr) for lr in (cfg.lr_g, cfg.lr_d))
-        for opt, lr in ((self.opt_g, lr_g), (self.opt_d, lr_d)):
+        for opt, lr in ((self.opt_g, lr_g), (self.opt_d, lr_d), (self.opt_di, lr_d)):
+            if opt is None:
+                continue
             for group in opt.param_groups:
                 group["lr"] = lr
         d = self.draws(s)
@@ -321,11 +378,16 @@ class GANTrainer:
             logs: dict = {}
             for k in range(cfg.d_steps):  # k = 0: this iteration's draws (and lazy R1), logged; then the extra ones
                 self.opt_d.zero_grad(set_to_none=True)
+                if k == 0 and self.opt_di is not None:
+                    self.opt_di.zero_grad(set_to_none=True)
                 logs_k = self.d_step(self.draws(s, extra=k) if k else d,
-                                     do_r1=(k == 0 and s % cfg.lazy_reg == 0 and cfg.r1_gamma > 0))
+                                     do_r1=(k == 0 and s % cfg.lazy_reg == 0 and cfg.r1_gamma > 0), image=k == 0)
                 logs = logs or logs_k
                 tdist.average_gradients(self.D.parameters(), self.world)
                 self.opt_d.step()
+                if k == 0 and self.opt_di is not None:  # the image D: once per iteration
+                    tdist.average_gradients(self.Di.parameters(), self.world)
+                    self.opt_di.step()
             self.opt_g.zero_grad(set_to_none=True)
             if s < cfg.d_warmup:  # D only: G's losses measured, G and the EMA untouched
                 with torch.no_grad():
@@ -338,6 +400,8 @@ class GANTrainer:
             self.update_ema(self.ema_decay_at(s - cfg.d_warmup))
         self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
+        if self.opt_di is not None:
+            self.opt_di.zero_grad(set_to_none=True)
         # the losses were accumulated as tensors: one host sync per iteration
         vals = torch.stack([v.float() if torch.is_tensor(v) else torch.tensor(float(v)) for v in logs.values()])
         logs = dict(zip(logs, vals.tolist()))
@@ -348,7 +412,7 @@ class GANTrainer:
             self.ada.update(s, cfg.batch_size)
         logs = tdist.average_scalars(logs, self.world, self.device)
         logs.update(step=s + 1, w=w, lr_g=lr_g, lr_d=lr_d, d_loss=logs["d_real"] + logs["d_fake"],
-                    g_loss=logs["g_adv"] + w * logs["rec"])
+                    g_loss=logs["g_adv"] + w * logs["rec"] + cfg.image_d_weight * logs.get("gi_adv", 0.0))
         if self.aug_ops:
             logs["aug_p"] = self.ada.p
         self.step = s + 1
@@ -418,7 +482,7 @@ class GANTrainer:
     curve_keys = ("d_loss", "g_adv", "rec", "w")
 
     def synced_modules(self):
-        return (self.G, self.ema, self.D)
+        return (self.G, self.ema, self.D) + (() if self.Di is None else (self.Di,))
 
     def finish(self, paths, provenance: dict | None = None):
         """Export the trained model (EMA generator) and write paths.model / paths.discriminator."""
@@ -459,6 +523,8 @@ class GANTrainer:
             "rng": {"seed": self.cfg.seed, "step": self.step},
             "augment": self.ada.state_dict(),
             "history": [dict(r) for r in self.history],
+            **({} if self.Di is None else {"image_discriminator": cpu(self.Di.state_dict()),
+                                           "opt_image_d": _opt_to_cpu(self.opt_di.state_dict())}),
         }
 
     def load_state_dict(self, state: dict, where: str = "training state") -> None:
@@ -498,6 +564,11 @@ class GANTrainer:
         self.model.autoencoder.load_state_dict(state["autoencoder"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        if self.Di is not None:  # image_d_weight matches the saved run's (checked above)
+            if "image_discriminator" not in state or "opt_image_d" not in state:
+                raise CheckpointError(f"{where}: it has no image discriminator, but image_d_weight > 0")
+            self.Di.load_state_dict(state["image_discriminator"])
+            self.opt_di.load_state_dict(state["opt_image_d"])
         self.step = int(state["step"])
         if "augment" in state:
             self.ada.load_state_dict(state["augment"])

@@ -364,3 +364,37 @@ def test_rec_t_weights(kl_setup, tmp_path):
     for bad in ((1.0, -1.0), (float("nan"),), (), [1.0], (True,), "snr", "snr>=x", "snr>=-1", "snr>=nan"):
         with pytest.raises(Exception, match="rec_t_weights"):
             TrainConfig(rec_t_weights=bad)
+
+
+def test_image_discriminator(kl_setup, tmp_path):
+    """TrainConfig.image_d_weight > 0: a PatchGAN on decoded x0 trains beside D. Off (0), the update is the plain
+    one; on, the latent D's update is unchanged (same draws), G's update changes and the image D's weights move;
+    its losses are logged; runs resume bit for bit (with augmentation too); a state without the image D is refused
+    when it is on; a negative weight is refused."""
+    m, data = kl_setup
+    base = dict(steps=4, batch_size=4, lazy_reg=2, ema_warmup=True)
+    plain = GANTrainer(m, data, TrainConfig(**base), disc_config=TINY_D)
+    img = GANTrainer(m, data, TrainConfig(**base, image_d_weight=0.5), disc_config=TINY_D)
+    assert plain.Di is None and img.Di is not None
+    di0 = weights(img.Di)
+    lp, li = plain.train_step(), img.train_step()
+    assert li["d_real"] == lp["d_real"] and li["d_fake"] == lp["d_fake"] and li["g_adv"] == lp["g_adv"]
+    assert max_diff(weights(img.D), weights(plain.D)) == 0.0  # the latent D's update does not depend on it
+    assert max_diff(weights(img.G), weights(plain.G)) > 1e-7  # G's does
+    assert max_diff(weights(img.Di), di0) > 1e-6
+    for k in ("di_real", "di_fake", "gi_adv"):
+        assert np.isfinite(li[k]) and li[k] > 0, k
+    assert abs(li["di_real"] + li["di_fake"] - 2 * np.log(2)) < 0.5  # a fresh D is near chance
+    zero = GANTrainer(m, data, TrainConfig(**base, image_d_weight=0.0), disc_config=TINY_D)
+    zero.train_step()
+    assert max_diff(weights(zero.G), weights(plain.G)) == 0.0
+    for extra in ({}, {"d_augment": "translation,cutout", "augment_p": 0.5}):
+        cfg = TrainConfig(**base, image_d_weight=0.5, **extra)
+        a, c = run_straight_and_resumed(m, data, cfg, 4, 2, tmp_path / f"i{len(extra)}.pt")
+        for net in ("G", "D", "Di", "ema"):
+            assert max_diff(weights(getattr(a, net)), weights(getattr(c, net))) == 0.0, net
+    plain_state = plain.state_dict()
+    with pytest.raises(CheckpointError, match="image_d_weight"):
+        GANTrainer(m, data, TrainConfig(**base, image_d_weight=0.5), disc_config=TINY_D).load_state_dict(plain_state)
+    with pytest.raises(Exception, match="image_d_weight"):
+        TrainConfig(image_d_weight=-1.0)
