@@ -240,6 +240,11 @@ def _common(p: argparse.ArgumentParser, steps: int, batch: int):
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
+def _weight_or_auto(text: str) -> float | str:
+    """argparse type of --image-d-weight: a number, or auto."""
+    return "auto" if text == "auto" else float(text)
+
+
 def _float_list(text: str) -> tuple[float, ...] | str:
     """argparse type of --rec-t-weights: comma-separated numbers, or a rule (min_snr, snr>=X)."""
     if parse_rec_t_rule(text) is not None:
@@ -269,9 +274,9 @@ def _gan_args(p: argparse.ArgumentParser, defaults: TrainConfig):
     p.add_argument("--d-steps", type=int, default=c.d_steps, help="D updates per iteration (official 1)")
     p.add_argument("--d-warmup", type=int, default=c.d_warmup,
                    help="the first N iterations train D only (a fresh D learns the data before G follows it)")
-    p.add_argument("--image-d-weight", type=float, default=c.image_d_weight,
+    p.add_argument("--image-d-weight", type=_weight_or_auto, default=c.image_d_weight, metavar="W|auto",
                    help="> 0: also train a PatchGAN on decoded x0 predictions vs decoded training latents, with "
-                        "this weight on its loss for G (0: off, official)")
+                        "this weight on its loss for G (0: off, official; auto: 1 for images up to 64 px, else 0)")
     p.add_argument("--image-d-ndf", type=int, default=c.image_d_ndf, help="width of that image discriminator")
     p.add_argument("--r1-gamma", type=float, default=c.r1_gamma, help="R1 weight (official 0.02 / 2 / 1)")
     p.add_argument("--lazy-reg", type=int, default=c.lazy_reg, help="R1 every N iterations")

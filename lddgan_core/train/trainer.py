@@ -34,7 +34,7 @@ from ..nets.discriminator import build_discriminator, DiscriminatorConfig, stdde
 from ..nets.ops import NetImpl
 from . import dist as tdist
 from . import diffaug
-from .config import parse_rec_t_rule, default_discriminator, TrainConfig
+from .config import parse_rec_t_rule, default_discriminator, resolve_image_d_weight, TrainConfig
 from .files import DISC_FORMAT, LOG_COLUMNS, save_discriminator
 from .latents import LatentSet
 from .losses import d_fake_loss, d_real_loss, g_adv_loss, r1_penalty, rec_loss
@@ -159,7 +159,8 @@ class GANTrainer:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, **kind)
         # the optional image discriminator (TrainConfig.image_d_weight): a PatchGAN on decoded x0
         self.Di, self.opt_di = None, None
-        if cfg.image_d_weight > 0:
+        self.image_d_weight = resolve_image_d_weight(cfg.image_d_weight, model.config.image_size)
+        if self.image_d_weight > 0:
             from .autoencoder import PatchDiscriminator  # (autoencoder.py imports this module)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(mix_seed(cfg.seed, 2, _SALT_INIT))
@@ -336,7 +337,7 @@ class GANTrainer:
             if self.Di is not None:
                 adv_i = g_adv_loss(self._Di(self._decode(x0_pred), r.get("augi_g")))
                 logs["gi_adv"] += frac * adv_i.detach()
-                loss = loss + self.cfg.image_d_weight * adv_i
+                loss = loss + self.image_d_weight * adv_i
             if backward:
                 (frac * loss).backward()
         self.D.requires_grad_(True)
@@ -412,7 +413,7 @@ class GANTrainer:
             self.ada.update(s, cfg.batch_size)
         logs = tdist.average_scalars(logs, self.world, self.device)
         logs.update(step=s + 1, w=w, lr_g=lr_g, lr_d=lr_d, d_loss=logs["d_real"] + logs["d_fake"],
-                    g_loss=logs["g_adv"] + w * logs["rec"] + cfg.image_d_weight * logs.get("gi_adv", 0.0))
+                    g_loss=logs["g_adv"] + w * logs["rec"] + self.image_d_weight * logs.get("gi_adv", 0.0))
         if self.aug_ops:
             logs["aug_p"] = self.ada.p
         self.step = s + 1

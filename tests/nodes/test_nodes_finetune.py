@@ -128,7 +128,8 @@ def test_node_cli_and_library_share_the_fine_tune_defaults():
     # fields without a widget: the node passes finetune_config() the widgets only, so these come from
     # FINETUNE_DEFAULTS on both sides; the CLI's flags must agree too
     for field, arg in [("lazy_reg", "lazy_reg"), ("rec_value", "rec_value"), ("d_warmup", "d_warmup"),
-                       ("d_steps", "d_steps"), ("lr_d", "lr_d"), ("rec_t_weights", "rec_t_weights")]:
+                       ("d_steps", "d_steps"), ("lr_d", "lr_d"), ("rec_t_weights", "rec_t_weights"),
+                       ("image_d_weight", "image_d_weight"), ("image_d_ndf", "image_d_ndf")]:
         assert getattr(lib, field) == cli[arg], field
     # and they are the measured recipe (README "Few-image fine-tuning check"), not TrainConfig's official values
     from lddgan_core.train import TrainConfig
@@ -139,6 +140,7 @@ def test_node_cli_and_library_share_the_fine_tune_defaults():
     assert all(a != b for a, b in zip(measured[1:], (official.r1_gamma, official.lazy_reg, official.rec_schedule,
                                                      official.rec_value)))  # (lr_g happens to equal TrainConfig's)
     assert lib.rec_t_weights is official.rec_t_weights is None  # L1 at every step (snr>=0.05 measured, not kept)
+    assert lib.image_d_weight == "auto" and official.image_d_weight == 0.0  # the image D: for fine-tunes only
     assert F.FINETUNE_REC_VALUE == lib.rec_value  # the schedule tooltip names it
 
 

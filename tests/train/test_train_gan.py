@@ -396,5 +396,13 @@ def test_image_discriminator(kl_setup, tmp_path):
     plain_state = plain.state_dict()
     with pytest.raises(CheckpointError, match="image_d_weight"):
         GANTrainer(m, data, TrainConfig(**base, image_d_weight=0.5), disc_config=TINY_D).load_state_dict(plain_state)
-    with pytest.raises(Exception, match="image_d_weight"):
-        TrainConfig(image_d_weight=-1.0)
+    for bad in (-1.0, float("nan"), "on", True):
+        with pytest.raises(Exception, match="image_d_weight"):
+            TrainConfig(image_d_weight=bad)
+    # "auto" (the fine-tune default): on for small images, off where decoding would dominate the iteration
+    from lddgan_core.train.config import resolve_image_d_weight
+    assert [resolve_image_d_weight("auto", s) for s in (32, 64, 128, 256)] == [1.0, 1.0, 0.0, 0.0]
+    assert resolve_image_d_weight(0.5, 256) == 0.5
+    auto = GANTrainer(m, data, TrainConfig(**base, image_d_weight="auto"), disc_config=TINY_D)
+    assert m.config.image_size <= 64 and auto.image_d_weight == 1.0 and auto.Di is not None
+    assert TrainConfig.from_dict(TrainConfig(image_d_weight="auto").to_dict()).image_d_weight == "auto"
