@@ -174,10 +174,10 @@ def d_separation(model, *, fake: str = "model", steps: int = 1500, batch: int = 
                 x_fake = posterior_sample(model.posterior, x0_fake, x_tp1, t, torch.randn(x0.shape, generator=g))
             return t, x_t, x_tp1, x_fake, x0_fake
 
-        test = pairs(x_test, torch.Generator().manual_seed(seed + 1))[:4]
+        *test, x0_fake = pairs(x_test, torch.Generator().manual_seed(seed + 1))
+        tt = test[0]
         # how far the fakes' x_0 estimate is from the real x_0 (RMS per t, diffusion space): the size of the
         # difference D is asked to see (the controls' is fixed; the model's is its x_0 prediction error)
-        tt, _, _, _, x0_fake = pairs(x_test, torch.Generator().manual_seed(seed + 1))
         x0_rms = {k: round(float((x0_fake[tt == k] - x_test[tt == k]).pow(2).mean().sqrt()), 4)
                   for k in range(T) if (tt == k).any()}
         g = torch.Generator().manual_seed(seed + 2)

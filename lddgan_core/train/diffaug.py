@@ -114,9 +114,14 @@ def apply_pair(x_t: torch.Tensor, x_tp1: torch.Tensor, params: dict, spread: flo
     spread: the data's std in diffusion space (the colour op's unit). Differentiable in x_t and x_tp1."""
     if not params:
         return x_t, x_tp1
-    dev = x_t.device
-    out = []
-    for x in (x_t, x_tp1):
+    return apply(x_t, params, spread), apply(x_tp1, params, spread)
+
+
+def apply(x: torch.Tensor, params: dict, spread: float = 1.0) -> torch.Tensor:
+    """The transformation of draw_params rows on one batch [B, C, H, W] (apply_pair's, for a single input such
+    as the image discriminator's pictures). Differentiable in x."""
+    dev = x.device
+    if params:
         if "translation" in params:
             x = _translate(x, params["translation"].to(dev))
         if "cutout" in params:
@@ -124,10 +129,9 @@ def apply_pair(x_t: torch.Tensor, x_tp1: torch.Tensor, params: dict, spread: flo
         if "flip" in params:
             x = torch.where(params["flip"].to(dev)[:, None, None, None], x.flip(3), x)
         if "color" in params and bool(params["color"][1].any()):
-            bsc, apply = params["color"]
-            x = torch.where(apply.to(dev)[:, None, None, None], _color(x, bsc.to(dev, x.dtype), spread), x)
-        out.append(x)
-    return out[0], out[1]
+            bsc, on = params["color"]
+            x = torch.where(on.to(dev)[:, None, None, None], _color(x, bsc.to(dev, x.dtype), spread), x)
+    return x
 
 
 def take_params(params: dict, index) -> dict:

@@ -263,7 +263,7 @@ class GANTrainer:
 
     def _Di(self, img, aug):
         if aug is not None:
-            img = diffaug.apply_pair(img, img, aug, 1.0)[0]  # (the pair's second state is dropped)
+            img = diffaug.apply(img, aug, 1.0)  # images in [-1, 1]: the colour op's unit is 1
         with self._autocast():
             return self.Di(img)
 
