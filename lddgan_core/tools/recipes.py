@@ -604,8 +604,8 @@ def ablation_table(summary: dict, n_seeds: int) -> str:
 
 # recipe probes: short GAN-stage runs on the shipped default model's autoencoder, for choosing the recipe by
 # measurement (README: "Recipe probes"). Overrides (JSON): "gen" (GeneratorConfig fields over SHAPES_GENERATOR),
-# "scale" (latent scale), "T", "ngf" and "disc" (discriminator), "images", "eval_every", "n_eval", and any
-# TrainConfig field ("steps", "lr_d", "d_augment", ...).
+# "scale" (latent scale), "T", "ngf" and "disc" (discriminator), "images", "eval_every", "n_eval", "from_shipped"
+# (true: continue the shipped model's generator instead of a new one), and any TrainConfig field ("steps", "lr_d", "d_augment", ...).
 PROBE_TRAIN = dict(steps=2000, batch_size=32, lr_g=2e-4, lr_d=1.25e-4, r1_gamma=0.02, lazy_reg=15, ema_decay=0.999,
                    ema_warmup=True, seed=0)
 
@@ -628,9 +628,14 @@ def run_probe(out: str, overrides: dict, log=None, progress=None) -> list[dict]:
     with training_mode():
         lat = build_latents(base.autoencoder, 32, images=to_model_range(x), seed=0,
                             cache_dir=os.path.join(out, "cache"), log=log)
-    gen = {**SHAPES_RECIPE.generator_fields(), **ov.pop("gen", {})}
-    model = new_model(base, gen, lat, num_timesteps=int(ov.pop("T", SHAPES_RECIPE.timesteps)), seed=0,
-                      scale_factor=ov.pop("scale", SHAPES_RECIPE.scale_factor or "auto"))
+    if ov.pop("from_shipped", False):  # continue the shipped generator (its scale and T; a fresh D)
+        if {"gen", "T", "scale"} & set(ov):
+            raise InputError("probe: from_shipped keeps the shipped generator; gen, T and scale cannot be set")
+        model = base
+    else:
+        gen = {**SHAPES_RECIPE.generator_fields(), **ov.pop("gen", {})}
+        model = new_model(base, gen, lat, num_timesteps=int(ov.pop("T", SHAPES_RECIPE.timesteps)), seed=0,
+                          scale_factor=ov.pop("scale", SHAPES_RECIPE.scale_factor or "auto"))
     disc = {**default_discriminator(model.latent_shape, ngf=int(ov.pop("ngf", SHAPES_RECIPE.disc_ngf))),
             **ov.pop("disc", {})}
     eval_every, n_eval = int(ov.pop("eval_every", 500)), int(ov.pop("n_eval", 1000))

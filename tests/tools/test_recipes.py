@@ -329,3 +329,31 @@ def test_d_separation_rows_and_inputs(one_thread, capsys):
     assert "steps: expected an integer >= 0" in capsys.readouterr().err
     assert recipes_main(["d-separation", "--ngf", "0"]) == 2
     assert "--ngf: expected an integer >= 1" in capsys.readouterr().err
+
+
+def test_probe_from_shipped_continues_the_default_model(tmp_path, one_thread):
+    """`"from_shipped": true`: the probe trains the shipped generator itself (its scale and T), not a new one; a
+    generator override next to it is refused before anything trains."""
+    import pytest as _pytest
+    import torch as _torch
+
+    from lddgan_core.errors import InputError
+    from lddgan_core.hub.shipped import DEFAULT_MODEL
+    from lddgan_core.model import load_model
+    from lddgan_core.tools import recipes
+
+    with _pytest.raises(InputError, match="from_shipped"):
+        recipes.run_probe(str(tmp_path / "bad"), {"from_shipped": True, "images": 16, "scale": 2.0},
+                          log=lambda m: None)
+    rows = recipes.run_probe(str(tmp_path / "ok"), {"from_shipped": True, "images": 64, "steps": 1, "batch_size": 4,
+                                                    "eval_every": 1, "n_eval": 64, "ngf": 8, "image_d_weight": 1},
+                             log=lambda m: None)
+    assert [r["step"] for r in rows] == [1]
+    shipped, probed = load_model(DEFAULT_MODEL), load_model(str(tmp_path / "ok" / "model.safetensors"))
+    assert probed.config.scale_factor == shipped.config.scale_factor
+    assert probed.num_timesteps == shipped.num_timesteps
+    a, b = shipped.generator.state_dict(), probed.generator.state_dict()
+    assert a.keys() == b.keys()
+    # one optimizer step (plus the fp16 save) moves the weights a little, from the shipped ones, not from a fresh init
+    diffs = [(a[k].float() - b[k].float()).abs().max().item() for k in a if a[k].is_floating_point()]
+    assert 0 < max(diffs) < 0.05
