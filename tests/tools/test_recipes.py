@@ -335,7 +335,6 @@ def test_probe_from_shipped_continues_the_default_model(tmp_path, one_thread):
     """`"from_shipped": true`: the probe trains the shipped generator itself (its scale and T), not a new one; a
     generator override next to it is refused before anything trains."""
     import pytest as _pytest
-    import torch as _torch
 
     from lddgan_core.errors import InputError
     from lddgan_core.hub.shipped import DEFAULT_MODEL
